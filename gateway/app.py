@@ -1,0 +1,169 @@
+"""The HTTP side: middleware, the one generic RPC handler, the app factory.
+
+The path of a request, top to bottom of this file:
+``context`` middleware (request id, error envelope, access line) ->
+``handle_rpc``: method table lookup -> ``MessageCodec.from_json`` ->
+``Route.call`` (Cuebot) -> ``MessageCodec.to_json`` -> response.
+Further middlewares (auth, rate limits) slot in between, and the live state
+(method table, backend) sits in one object so that a reload can swap it.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import grpc
+from aiohttp import web
+
+from . import errors
+from .backend import Backend
+from .config import Config
+from .errors import GatewayError
+from .routes import MethodTable
+from .transcode import DecodeError, EncodeError
+
+log = logging.getLogger("gateway")
+access_log = logging.getLogger("gateway.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class GatewayState:
+    """What a request needs; ``table`` is replaced whole on reload."""
+
+    cfg: Config
+    backend: Backend
+    table: MethodTable
+
+
+STATE = web.AppKey("state", GatewayState)
+REQUEST_ID = "request_id"
+
+_SLASHES = re.compile(r"//+")
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
+_METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
+_GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_METADATA_PREFIX = "grpc-metadata-"
+
+
+# ---------------------------------------------------------------------------
+# middleware
+# ---------------------------------------------------------------------------
+@web.middleware
+async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id in and out, every failure in the JSON envelope, one access line."""
+    started = time.perf_counter()
+    rid = request.headers.get("X-Request-Id")
+    if rid is None or not _REQUEST_ID_OK.match(rid):
+        rid = uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    try:
+        response = await handler(request)
+    except GatewayError as e:
+        response = e.response()
+    except web.HTTPException as e:
+        response = errors.from_http_exception(e).response()
+    except Exception:  # noqa: BLE001 - the client gets an envelope, the log the traceback
+        log.exception("unhandled error serving %s %s (request %s)",
+                      request.method, request.path, rid)
+        response = errors.internal().response()
+    response.headers["X-Request-Id"] = rid
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("%s %s %d %.1fms id=%s", request.method, request.path,
+                        response.status, (time.perf_counter() - started) * 1000, rid)
+    return response
+
+
+# ---------------------------------------------------------------------------
+# the generic RPC handler
+# ---------------------------------------------------------------------------
+def _deadline(request: web.Request, limit: float) -> float:
+    """The call deadline: GRPC_TIMEOUT, or a shorter ``Grpc-Timeout`` header."""
+    header = request.headers.get("Grpc-Timeout")
+    if header is None:
+        return limit
+    m = _GRPC_TIMEOUT.match(header.strip())
+    if not m:
+        raise errors.bad_request(f"invalid Grpc-Timeout header {header!r}")
+    return min(limit, int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)])
+
+
+def _metadata(request: web.Request) -> list[tuple[str, str]]:
+    """gRPC metadata for the call: the request id, plus ``Grpc-Metadata-*`` headers."""
+    md = [("x-request-id", request[REQUEST_ID])]
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower.startswith(_METADATA_PREFIX):
+            key = lower[len(_METADATA_PREFIX):]
+            if not _METADATA_KEY_OK.match(key) or key.endswith("-bin") or key.startswith("grpc-"):
+                raise errors.bad_request(f"invalid metadata header {name}")
+            if not value.isascii() or not value.isprintable():
+                raise errors.bad_request(f"invalid value in metadata header {name}")
+            md.append((key, value))
+    return md
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.too_large(limit) from None
+
+
+async def handle_rpc(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    table = state.table  # read once: a reload mid-request does not affect it
+    path = request.path
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    route = table.lookup(path)
+    if route is None:
+        if table.is_streaming(path):
+            raise GatewayError(501, errors.UNIMPLEMENTED,
+                               f"{path} is a streaming RPC; this gateway serves unary RPCs only")
+        raise errors.not_found(table.explain_miss(path))
+    if request.method != "POST":
+        raise errors.method_not_allowed("POST")
+
+    body = await _body(request, state.cfg.max_request_bytes)
+    try:
+        data = route.request.from_json(body)
+    except DecodeError as e:
+        raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
+    try:
+        reply = await route.call(data, timeout=_deadline(request, state.cfg.grpc_timeout),
+                                 metadata=_metadata(request))
+    except grpc.aio.AioRpcError as e:
+        raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
+    try:
+        out = route.response.to_json(reply)
+    except EncodeError as e:
+        raise GatewayError(502, errors.INTERNAL, str(e)) from None
+    return web.Response(body=out, content_type="application/json")
+
+
+# ---------------------------------------------------------------------------
+# assembly
+# ---------------------------------------------------------------------------
+def create_app(state: GatewayState) -> web.Application:
+    app = web.Application(
+        client_max_size=state.cfg.max_request_bytes,
+        middlewares=[context],
+    )
+    app[STATE] = state
+    app.router.add_route("*", "/{path:.*}", handle_rpc)
+
+    async def close_backend(app: web.Application) -> None:
+        await app[STATE].backend.close()
+
+    app.on_cleanup.append(close_backend)
+    return app

@@ -1,0 +1,72 @@
+"""The one gRPC channel to Cuebot, and raw-bytes unary calls over it.
+
+Requests arrive here already serialized and replies leave as bytes: the
+channel has no (de)serializers, so each message crosses the gRPC boundary
+exactly once. Call objects are made once per method when the method table is
+built, not per request.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+import grpc
+
+from .config import Config, ConfigError
+
+log = logging.getLogger("gateway.backend")
+
+Metadata = Sequence[tuple[str, str]]
+UnaryCall = Callable[..., Awaitable[bytes]]
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: {e.strerror or e}") from None
+
+
+def channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
+    """TLS credentials for Cuebot, or None for a plaintext channel (the Go default)."""
+    if not cfg.use_tls:
+        return None
+    ca = _read(cfg.cuebot_tls_ca, "CUEBOT_TLS_CA") if cfg.cuebot_tls_ca else None
+    cert = _read(cfg.cuebot_tls_cert, "CUEBOT_TLS_CERT") if cfg.cuebot_tls_cert else None
+    key = _read(cfg.cuebot_tls_key, "CUEBOT_TLS_KEY") if cfg.cuebot_tls_key else None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                        certificate_chain=cert)
+
+
+class Backend:
+    """Cuebot, as the rest of the gateway sees it."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.target = cfg.cuebot_endpoint
+        self.timeout = cfg.grpc_timeout
+        self.max_recv_mb = cfg.grpc_max_recv_msg_mb
+        options: list[tuple[str, object]] = [
+            ("grpc.max_receive_message_length", cfg.grpc_max_recv_msg_mb * 1024 * 1024),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.primary_user_agent", "opencue-gateway"),
+        ]
+        if cfg.cuebot_tls_server_name:
+            options.append(("grpc.ssl_target_name_override", cfg.cuebot_tls_server_name))
+        creds = channel_credentials(cfg)
+        if creds is None:
+            self.channel = grpc.aio.insecure_channel(self.target, options=options)
+        else:
+            self.channel = grpc.aio.secure_channel(self.target, creds, options=options)
+        log.debug("channel to %s (%s)", self.target, "TLS" if creds else "plaintext")
+
+    def unary(self, path: str) -> UnaryCall:
+        """A callable sending request bytes to ``path`` and returning reply bytes.
+
+        Call it as ``await call(data, timeout=..., metadata=...)``.
+        """
+        return self.channel.unary_unary(path, request_serializer=None,
+                                        response_deserializer=None)
+
+    async def close(self) -> None:
+        await self.channel.close()

@@ -1,0 +1,47 @@
+"""Shared fixtures: a recording gRPC backend and gateways in front of it."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.cli import build_state
+from gateway.config import Config
+from gateway.descriptors import Descriptors, load_bundled
+from support import RecordingCuebot
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Descriptors:
+    return load_bundled()
+
+
+@pytest.fixture
+async def cuebot() -> AsyncIterator[RecordingCuebot]:
+    backend = await RecordingCuebot().start()
+    yield backend
+    await backend.stop()
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def make_gateway(cuebot: RecordingCuebot, aiohttp_client: Any) -> GatewayFactory:
+    """Start a gateway (real HTTP server on loopback) with some settings changed."""
+
+    async def make(**settings: Any) -> TestClient:
+        settings.setdefault("cuebot_endpoint", cuebot.endpoint)
+        settings.setdefault("grpc_timeout", 5.0)
+        state = await build_state(Config().with_(**settings))
+        return await aiohttp_client(create_app(state))
+
+    return make
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> TestClient:
+    """A gateway with default settings in front of ``cuebot``."""
+    return await make_gateway()

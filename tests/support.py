@@ -1,0 +1,202 @@
+"""Real peers for the tests: a gRPC server that records what the gateway sends.
+
+``RecordingCuebot`` listens on a loopback port and answers every method of
+every service (it does not need to know them): each call is recorded with its
+raw request bytes and metadata, and answered with what the test set up for
+that path, by default an empty reply message.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+from google.protobuf.message import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+@dataclass
+class Call:
+    path: str
+    request: bytes
+    metadata: dict[str, str]
+
+
+@dataclass
+class Reply:
+    data: bytes = b""
+    code: grpc.StatusCode | None = None
+    message: str = ""
+    trailers: tuple[tuple[str, Any], ...] = ()
+    delay: float = 0.0
+
+
+@dataclass
+class RecordingCuebot:
+    """A gRPC server on 127.0.0.1 answering any unary method."""
+
+    calls: list[Call] = field(default_factory=list)
+    replies: dict[str, Reply | Callable[[Call], Reply]] = field(default_factory=dict)
+    port: int = 0
+    server: grpc.aio.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def reply(self, path: str, data: bytes | Message = b"", *, code: grpc.StatusCode | None = None,
+              message: str = "", trailers: tuple = (), delay: float = 0.0) -> None:
+        if isinstance(data, Message):
+            data = data.SerializeToString()
+        self.replies[path] = Reply(data, code, message, trailers, delay)
+
+    def paths(self) -> list[str]:
+        return [c.path for c in self.calls]
+
+    async def start(self, credentials: grpc.ServerCredentials | None = None,
+                    reflection_services: list[str] | None = None) -> "RecordingCuebot":
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((_Handler(self),))
+        if reflection_services is not None:
+            from gateway.reflection import add_reflection_service
+
+            add_reflection_service(self.server, reflection_services)
+        addr = "127.0.0.1:0"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(addr)
+        else:
+            self.port = self.server.add_secure_port(addr, credentials)
+        await self.server.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=None)
+
+
+class _Handler(grpc.GenericRpcHandler):
+    def __init__(self, owner: RecordingCuebot) -> None:
+        self.owner = owner
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        path = details.method
+        if path.startswith("/grpc.reflection."):
+            return None  # left to the reflection service, if any
+        owner = self.owner
+
+        async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            call = Call(path, request, {k: v for k, v in context.invocation_metadata()})
+            owner.calls.append(call)
+            spec = owner.replies.get(path, Reply())
+            if callable(spec):
+                spec = spec(call)
+            if spec.delay:
+                await asyncio.sleep(spec.delay)
+            if spec.code is not None:
+                if spec.trailers:
+                    context.set_trailing_metadata(spec.trailers)
+                await context.abort(spec.code, spec.message)
+            return spec.data
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+# ---------------------------------------------------------------------------
+# vectors
+# ---------------------------------------------------------------------------
+def vector_manifest() -> list[dict[str, str]]:
+    return json.loads((VECTORS / "manifest.json").read_text())
+
+
+def vector_bytes(name: str) -> bytes:
+    p = VECTORS / name
+    if p.exists():
+        return p.read_bytes()
+    return gzip.decompress((VECTORS / (name + ".gz")).read_bytes())
+
+
+# ---------------------------------------------------------------------------
+# the gateway as a separate process
+# ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GatewayProcess:
+    """``python -m gateway`` in a child process, its output collected by a thread."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
+             "--port", str(self.port), *args],
+            cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.log: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if "listening on" in line:
+                self._ready.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def output(self) -> str:
+        return "".join(self.log)
+
+    def wait_ready(self, timeout: float = 30.0) -> "GatewayProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ready.wait(0.05):
+                return self
+            if self.proc.poll() is not None:
+                self._reader.join(2)
+                raise AssertionError(f"gateway exited ({self.proc.returncode}):\n{self.output}")
+        self.stop()
+        raise AssertionError("gateway did not start in time:\n" + self.output)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(5)
+        return self.proc.returncode
+
+
+def run_gateway(*args: str, env: dict[str, str] | None = None,
+                timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run ``python -m gateway`` to completion (for start-up failures and --help)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
