@@ -42,7 +42,8 @@ class GatewayState:
 
 
 STATE = web.AppKey("state", GatewayState)
-REQUEST_ID = "request_id"
+# aiohttp 3.14 wants typed keys for request storage; older releases take a str
+REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")

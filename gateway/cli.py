@@ -22,6 +22,7 @@ from .backend import Backend
 from .config import Config, ConfigError
 from .descriptors import DescriptorError
 from .routes import MethodTable
+from .server import GatewayRunner
 
 log = logging.getLogger("gateway")
 
@@ -69,7 +70,7 @@ async def build_state(cfg: Config) -> GatewayState:
 async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until ``stop`` is set (or SIGINT/SIGTERM arrives)."""
     state = await build_state(cfg)
-    runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
+    runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False)
     try:
         await runner.setup()  # from here on, runner.cleanup() closes the backend too
         site = web.TCPSite(runner, cfg.host, cfg.port)
@@ -103,5 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(cfg))
     except StartupError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bug: one line, details on request
+        log.debug("unexpected failure", exc_info=True)
+        print(f"opencue-gateway: error: unexpected {type(e).__name__}: {e} "
+              "(LOG_LEVEL=debug shows where)", file=sys.stderr)
         return 1
     return 0

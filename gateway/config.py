@@ -201,6 +201,13 @@ class Config:
     def with_(self, **changes: Any) -> "Config":
         """A copy with some settings changed, checked like the original."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if "descriptor_source" not in changes and any(
+            k in changes for k in ("descriptor_set", "proto_path", "reflection")
+        ):
+            values["descriptor_source"] = None  # implied again by the new settings
+            for k in ("descriptor_set", "proto_path", "reflection"):
+                if k not in changes:
+                    values[k] = None if k != "reflection" else False
         values.update(changes)
         return _checked(values)
 

@@ -187,6 +187,7 @@ def load_proto_path(root: Path) -> Descriptors:
     and reported in one line, and a crash in it cannot take the gateway down.
     """
     source = f"proto path {root}"
+    root = root.resolve()
     if not root.is_dir():
         raise DescriptorError(f"{source}: no such directory")
     protos = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.proto"))

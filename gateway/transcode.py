@@ -289,9 +289,12 @@ def _d_double(v: Any) -> float:
 def _d_float(v: Any) -> float:
     f = v if type(v) is float else _float_any(v, "float")
     if (f > _FLT_MAX or f < -_FLT_MAX) and not math.isinf(f):
-        # protojson rejects finite numbers that overflow float32
-        if _to_f32(f) in (math.inf, -math.inf):
-            raise DecodeError(f"float out of range: {v}")
+        # protojson rejects finite numbers that overflow float32 (struct
+        # refuses exactly those; values that round down to FLT_MAX pass)
+        try:
+            struct.pack("<f", f)
+        except OverflowError:
+            raise DecodeError(f"float out of range: {v}") from None
     return f
 
 

@@ -114,6 +114,29 @@ class _Handler(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(unary)
 
 
+async def raw_request(port: int, method: str, target: str, body: bytes = b"",
+                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request with the request-target sent exactly as given.
+
+    HTTP client libraries normalise targets such as ``//a/b``; this does not.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}",
+            "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head_raw, _, payload = data.partition(b"\r\n\r\n")
+    lines = head_raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, payload
+
+
 # ---------------------------------------------------------------------------
 # vectors
 # ---------------------------------------------------------------------------
@@ -190,6 +213,8 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait()
         self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
 

@@ -1,0 +1,56 @@
+"""The HTTP listener: aiohttp's runner, with its own refusals in our envelope.
+
+aiohttp answers a request it cannot parse (bad framing, invalid header
+characters, an oversized line) before any middleware runs, in text/plain, and
+logs the exception with the offending raw line, which may be an
+``Authorization`` header. Here those answers use the gateway's JSON envelope
+and the log line names only the kind of error.
+"""
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from . import errors
+
+log = logging.getLogger("gateway.http")
+
+
+class _EnvelopeHandler(RequestHandler):
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        if status >= 500:
+            log.error("error handling request from %s: %s", request.remote,
+                      type(exc).__name__ if exc else status)
+            err = errors.internal() if status == 500 else errors.GatewayError(
+                status, errors.UNAVAILABLE if status == 503 else errors.INTERNAL,
+                HTTPStatus(status).phrase)
+        else:
+            log.info("malformed request from %s: %s", request.remote,
+                     type(exc).__name__ if exc else status)
+            err = errors.GatewayError(status, errors.INVALID_ARGUMENT,
+                                      f"malformed HTTP request ({HTTPStatus(status).phrase})")
+        resp = err.response()
+        resp.force_close()
+        return resp
+
+
+class _EnvelopeServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _EnvelopeHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer protocol errors in JSON."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _EnvelopeServer  # same state, different handler class
+        return server

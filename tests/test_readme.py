@@ -1,0 +1,32 @@
+"""The README stays true: its test command is CI's, and it documents every setting."""
+from __future__ import annotations
+
+import re
+
+from gateway.config import OPTIONS
+from support import ROOT
+
+README = (ROOT / "README.md").read_text()
+
+
+def _shell_blocks() -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", README, re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    test_cmd = next(b.strip() for b in _shell_blocks() if "pytest" in b)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines()
+
+
+def test_readme_has_two_commands_first():
+    blocks = _shell_blocks()
+    assert "opencue-gateway" in blocks[0] and "pytest" in blocks[1]
+    assert all(len(b.strip().splitlines()) == 1 for b in blocks[:2])
+
+
+def test_every_setting_is_documented():
+    for o in OPTIONS:
+        if o.env:
+            assert f"`{o.env}`" in README, o.env
+        assert f"`{o.flag}`" in README, o.flag
