@@ -51,6 +51,13 @@ _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _METADATA_PREFIX = "grpc-metadata-"
+# metadata a client may not set through Grpc-Metadata-*: ids and identity the
+# gateway sets itself, credentials, and HTTP/2 connection-level headers
+_RESERVED_METADATA = frozenset({
+    "x-request-id", "authorization", "cookie", "connection", "upgrade", "host",
+    "keep-alive", "proxy-connection", "transfer-encoding", "te", "content-type",
+    "content-length", "user-agent",
+})
 
 
 # ---------------------------------------------------------------------------
@@ -104,6 +111,8 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
             key = lower[len(_METADATA_PREFIX):]
             if not _METADATA_KEY_OK.match(key) or key.endswith("-bin") or key.startswith("grpc-"):
                 raise errors.bad_request(f"invalid metadata header {name}")
+            if key in _RESERVED_METADATA or key.startswith("x-opencue-"):
+                raise errors.bad_request(f"metadata header {name} is reserved")
             if not value.isascii() or not value.isprintable():
                 raise errors.bad_request(f"invalid value in metadata header {name}")
             md.append((key, value))

@@ -8,6 +8,7 @@ built, not per request.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
@@ -28,6 +29,28 @@ def _read(path: Path, what: str) -> bytes:
         raise ConfigError(f"{what} {path}: {e.strerror or e}") from None
 
 
+def _check_pem(cfg: Config, ca: bytes | None) -> None:
+    """Refuse unusable TLS files at start-up.
+
+    gRPC accepts any bytes here and only fails at the first handshake, so a
+    typo would otherwise show as every call answering 503.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca is not None:
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as e:
+            raise ConfigError(f"CUEBOT_TLS_CA {cfg.cuebot_tls_ca}: not a PEM CA bundle "
+                              f"({e.__class__.__name__})") from None
+    if cfg.cuebot_tls_cert is not None and cfg.cuebot_tls_key is not None:
+        try:
+            ctx.load_cert_chain(cfg.cuebot_tls_cert, cfg.cuebot_tls_key)
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"CUEBOT_TLS_CERT {cfg.cuebot_tls_cert} / CUEBOT_TLS_KEY "
+                              f"{cfg.cuebot_tls_key}: not a matching PEM certificate and key "
+                              f"({e.__class__.__name__})") from None
+
+
 def channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
     """TLS credentials for Cuebot, or None for a plaintext channel (the Go default)."""
     if not cfg.use_tls:
@@ -35,6 +58,7 @@ def channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
     ca = _read(cfg.cuebot_tls_ca, "CUEBOT_TLS_CA") if cfg.cuebot_tls_ca else None
     cert = _read(cfg.cuebot_tls_cert, "CUEBOT_TLS_CERT") if cfg.cuebot_tls_cert else None
     key = _read(cfg.cuebot_tls_key, "CUEBOT_TLS_KEY") if cfg.cuebot_tls_key else None
+    _check_pem(cfg, ca)
     return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
                                         certificate_chain=cert)
 
