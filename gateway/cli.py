@@ -2,7 +2,7 @@
 
 Start-up failures (bad setting, missing descriptors, port taken) end the
 process with one line on stderr and a non-zero exit code, never a traceback:
-exit 2 for a bad setting, 1 for anything else.
+exit 2 for a bad setting, 1 for anything else (130 if interrupted before it is up).
 """
 from __future__ import annotations
 
@@ -73,6 +73,13 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
     runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False)
     try:
         await runner.setup()  # from here on, runner.cleanup() closes the backend too
+        # Handlers go in before the "listening on" line: a supervisor may send
+        # SIGTERM as soon as it sees that line, and the default action would
+        # kill the process without a clean shutdown (exit -15, not 0).
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         site = web.TCPSite(runner, cfg.host, cfg.port)
         try:
             await site.start()
@@ -83,10 +90,6 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
             host, port = addr[0], addr[1]
             log.info("listening on http://%s:%d (Cuebot at %s)",
                      f"[{host}]" if ":" in host else host, port, cfg.cuebot_endpoint)
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -105,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C before serve() installed its own handler (e.g. during a slow
+        # --reflection fetch): asyncio.run re-raises it; say so, no traceback.
+        print("opencue-gateway: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line, details on request
         log.debug("unexpected failure", exc_info=True)
         print(f"opencue-gateway: error: unexpected {type(e).__name__}: {e} "

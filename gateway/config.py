@@ -13,7 +13,7 @@ import argparse
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from . import __version__
 
@@ -215,9 +215,22 @@ class Config:
 assert {o.name for o in OPTIONS} == {f.name for f in fields(Config)}, "OPTIONS and Config differ"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a malformed command line as a ConfigError.
+
+    argparse's own ``error()`` prints the whole usage block and exits, which
+    breaks the one-line, exit-2 contract for bad settings (``--port`` with no
+    value, an unknown flag).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="opencue-gateway",
+        allow_abbrev=False,  # a typo must not silently become another flag
         description="HTTP/JSON gateway for OpenCue's Cuebot: POST /<package.Service>/<Method> "
                     "with a JSON body calls that gRPC method and returns its reply as JSON.",
         epilog="Every setting can also come from the environment variable shown; "
@@ -266,9 +279,10 @@ def _checked(values: dict[str, Any]) -> Config:
         ("reflection", values.get("reflection")),
         ("proto", values.get("proto_path") is not None),
     ) if on]
-    if explicit in (None, "bundled") and len(implied) > 1:
+    if explicit is None and len(implied) > 1:
         raise ConfigError(
-            "choose one descriptor source: --descriptor-set, --reflection or --proto-path"
+            "choose one descriptor source: --descriptor-set, --reflection or --proto-path "
+            "(or say which with DESCRIPTOR_SOURCE)"
         )
     source = explicit or (implied[0] if implied else "bundled")
     if source == "file" and values.get("descriptor_set") is None:
@@ -276,6 +290,8 @@ def _checked(values: dict[str, Any]) -> Config:
     if source == "proto" and values.get("proto_path") is None:
         raise ConfigError("DESCRIPTOR_SOURCE=proto needs PROTO_PATH (--proto-path)")
     values["descriptor_source"] = source
+    if not values.get("cuebot_tls_server_name"):
+        values["cuebot_tls_server_name"] = None  # empty means "the endpoint's host"
     values["reflection"] = source == "reflection"
     if (values.get("cuebot_tls_cert") is None) != (values.get("cuebot_tls_key") is None):
         raise ConfigError("mutual TLS needs both CUEBOT_TLS_CERT and CUEBOT_TLS_KEY")

@@ -43,11 +43,8 @@ class _Session:
             raise _NotFound(err.error_message or f"reflection error {err.error_code}")
         return resp
 
-    async def close(self) -> None:
-        try:
-            await self._call.done_writing()
-        except Exception:  # noqa: BLE001 - the stream may already be closed
-            pass
+    def close(self) -> None:
+        """End the stream without waiting: the answers are in, or not needed."""
         self._call.cancel()
 
 
@@ -108,7 +105,7 @@ async def fetch(channel: grpc.aio.Channel, target: str, timeout: float) -> Descr
         except asyncio.TimeoutError:
             raise DescriptorError(f"{source}: no answer within {timeout:g}s") from None
         finally:
-            await session.close()
+            session.close()
         return build(files, source)
     detail = last.details() if isinstance(last, grpc.aio.AioRpcError) else ""
     raise DescriptorError(f"{source}: server reflection is not enabled on the server ({detail})")
