@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import grpc
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -45,3 +46,21 @@ async def make_gateway(cuebot: RecordingCuebot, aiohttp_client: Any) -> GatewayF
 async def gateway(make_gateway: GatewayFactory) -> TestClient:
     """A gateway with default settings in front of ``cuebot``."""
     return await make_gateway()
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Any]:
+    """The Cuebot stand-in, in memory, seeded with demo data, on a loopback port."""
+    from gateway.sandbox import server
+
+    sb = await server.start(":memory:", demo=True)
+    yield sb
+    await sb.stop(None)
+
+
+@pytest.fixture
+async def sandbox_channel(sandbox: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A gRPC channel to ``sandbox`` (use opencue_proto stubs on it)."""
+    channel = grpc.aio.insecure_channel(sandbox.endpoint)
+    yield channel
+    await channel.close()

@@ -1,0 +1,56 @@
+"""``python -m gateway.sandbox``: the Cuebot stand-in on its own."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from . import server
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m gateway.sandbox", allow_abbrev=False,
+                                description="A Cuebot stand-in: OpenCue's gRPC API over a "
+                                            "SQLite farm, with server reflection.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8443, help="gRPC port (default 8443, Cuebot's)")
+    p.add_argument("--db", default=":memory:",
+                   help="SQLite file (kept across restarts) or :memory: (the default)")
+    demo = p.add_mutually_exclusive_group()
+    demo.add_argument("--demo", dest="demo", action="store_true", default=True,
+                      help="seed a new database with demo hosts and jobs (the default)")
+    demo.add_argument("--empty", dest="demo", action="store_false",
+                      help="seed a new database as a fresh Cuebot only")
+    p.add_argument("--log-level", default="info")
+    return p.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> None:
+    sandbox = await server.start(args.db, host=args.host, port=args.port, demo=args.demo)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"sandbox Cuebot listening on {args.host}:{sandbox.port}", flush=True)
+    await stop.wait()
+    await sandbox.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(run(args))
+    except OSError as e:
+        print(f"gateway.sandbox: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

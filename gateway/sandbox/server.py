@@ -1,0 +1,101 @@
+"""The sandbox gRPC server: every servant mounted, reflection on, one event loop."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from ..reflection import add_reflection_service
+from .farm import Farm
+from .seed import seed
+from .servant import Servant, implemented, mount
+from .store import Store
+
+log = logging.getLogger("gateway.sandbox")
+
+
+def servant_classes() -> list[type[Servant]]:
+    """Every interface the sandbox implements (the rest answer UNIMPLEMENTED)."""
+    from . import facility, services, shows
+
+    classes: list[type[Servant]] = [
+        shows.ShowServant, facility.FacilityServant, facility.AllocationServant,
+        facility.SubscriptionServant, services.ServiceServant, services.ServiceOverrideServant,
+    ]
+    for module_name in ("jobs", "hosts", "filters", "misc"):
+        try:
+            module = __import__(f"{__package__}.{module_name}", fromlist=["SERVANTS"])
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{module_name}":
+                raise
+            continue
+        classes += getattr(module, "SERVANTS", [])
+    return classes
+
+
+# Services Cuebot serves (all but monitoring and the RQD-side ones); the
+# sandbox mounts each, implemented or not, so a missing RPC is UNIMPLEMENTED
+# ("is unimplemented") rather than "method not found".
+CUEBOT_SERVICES = (
+    "show.ShowInterface", "job.JobInterface", "job.FrameInterface", "job.LayerInterface",
+    "job.GroupInterface", "host.HostInterface", "host.OwnerInterface", "host.ProcInterface",
+    "host.DeedInterface", "comment.CommentInterface", "facility.AllocationInterface",
+    "facility.FacilityInterface", "filter.FilterInterface", "filter.ActionInterface",
+    "filter.MatcherInterface", "depend.DependInterface", "subscription.SubscriptionInterface",
+    "limit.LimitInterface", "service.ServiceInterface", "service.ServiceOverrideInterface",
+    "task.TaskInterface", "department.DepartmentInterface", "renderPartition.RenderPartitionInterface",
+    "report.RqdReportInterface", "cue.CueInterface",
+)
+
+
+@dataclass
+class Sandbox:
+    """A running sandbox: its store, model, gRPC server and port."""
+
+    store: Store
+    farm: Farm
+    server: grpc.aio.Server
+    port: int
+    servants: dict[str, Servant] = field(default_factory=dict)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        await self.server.stop(grace)
+        self.store.close()
+
+
+async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: int = 0,
+                demo: bool = True) -> Sandbox:
+    """Open (and seed, if new) the database and serve it on ``host:port``."""
+    store = Store(db)
+    seed(store, demo=demo)
+    farm = Farm(store)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 100 * 1024 * 1024)])
+    servants: dict[str, Servant] = {}
+    by_service = {cls.SERVICE: cls for cls in servant_classes()}
+    for name in CUEBOT_SERVICES:
+        cls = by_service.get(name)
+        servant = cls(farm) if cls else _Empty(farm, name)
+        servants[mount(server, servant)] = servant
+    add_reflection_service(server, list(servants))
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if not bound:
+        store.close()
+        raise OSError(f"cannot listen on {host}:{port}")
+    await server.start()
+    total = sum(len(implemented(s)) for s in servants.values())
+    log.info("sandbox Cuebot on %s:%d (%s, %d RPCs implemented)", host, bound, store.path, total)
+    return Sandbox(store, farm, server, bound, servants)
+
+
+class _Empty(Servant):
+    """A served interface with nothing implemented yet."""
+
+    def __init__(self, farm: Farm, service: str) -> None:
+        super().__init__(farm)
+        self.SERVICE = service
