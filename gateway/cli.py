@@ -67,8 +67,30 @@ async def build_state(cfg: Config) -> GatewayState:
     return GatewayState(cfg=cfg, backend=backend, table=table)
 
 
+async def _start_sandbox(cfg: Config) -> tuple[Config, object]:
+    """The embedded Cuebot stand-in, and the settings pointing the gateway at it."""
+    from .sandbox import server as sandbox_server  # only this mode needs it
+
+    try:
+        sb = await sandbox_server.start(cfg.sandbox_db, demo=not cfg.empty)
+    except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
+        raise StartupError(f"sandbox: {e}") from None
+    return cfg.with_(cuebot_endpoint=sb.endpoint), sb
+
+
 async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until ``stop`` is set (or SIGINT/SIGTERM arrives)."""
+    sandbox = None
+    if cfg.sandbox:
+        cfg, sandbox = await _start_sandbox(cfg)
+    try:
+        await _serve(cfg, stop, sandbox)
+    finally:
+        if sandbox is not None:
+            await sandbox.stop()
+
+
+async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None) -> None:
     state = await build_state(cfg)
     runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False)
     try:
@@ -88,8 +110,9 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
                                f"{e.strerror or e}") from None
         for addr in runner.addresses:
             host, port = addr[0], addr[1]
-            log.info("listening on http://%s:%d (Cuebot at %s)",
-                     f"[{host}]" if ":" in host else host, port, cfg.cuebot_endpoint)
+            log.info("listening on http://%s:%d (Cuebot at %s%s)",
+                     f"[{host}]" if ":" in host else host, port, cfg.cuebot_endpoint,
+                     ", the sandbox" if sandbox else "")
         await stop.wait()
         log.info("shutting down")
     finally:

@@ -170,6 +170,15 @@ OPTIONS: tuple[Option, ...] = (
            _text, None, "name to verify in Cuebot's certificate, if not the host", "NAME"),
     Option("log_level", "LOG_LEVEL", "--log-level", _log_level, "info",
            "debug, info, warning or error", "LEVEL"),
+    Option("sandbox", "SANDBOX", "--sandbox", _bool, False,
+           "start the embedded Cuebot stand-in on a free loopback port and serve it "
+           "(ignores CUEBOT_ENDPOINT)", switch=True),
+    Option("sandbox_db", "SANDBOX_DB", "--sandbox-db", _text, ":memory:",
+           "the sandbox's SQLite file, kept across restarts (default: in memory)", "PATH"),
+    Option("demo", "SANDBOX_DEMO", "--demo", _bool, False,
+           "seed a new sandbox with demo hosts and jobs (the default)", switch=True),
+    Option("empty", "SANDBOX_EMPTY", "--empty", _bool, False,
+           "seed a new sandbox as a fresh Cuebot, without demo data", switch=True),
 )
 
 
@@ -193,6 +202,10 @@ class Config:
     cuebot_tls_key: Path | None = None
     cuebot_tls_server_name: str | None = None
     log_level: str = "info"
+    sandbox: bool = False
+    sandbox_db: str = ":memory:"
+    demo: bool = False
+    empty: bool = False
 
     @property
     def use_tls(self) -> bool:
@@ -289,6 +302,8 @@ def _checked(values: dict[str, Any]) -> Config:
         raise ConfigError("DESCRIPTOR_SOURCE=file needs DESCRIPTOR_SET (--descriptor-set)")
     if source == "proto" and values.get("proto_path") is None:
         raise ConfigError("DESCRIPTOR_SOURCE=proto needs PROTO_PATH (--proto-path)")
+    if values.get("demo") and values.get("empty"):
+        raise ConfigError("choose one of --demo and --empty")
     values["descriptor_source"] = source
     if not values.get("cuebot_tls_server_name"):
         values["cuebot_tls_server_name"] = None  # empty means "the endpoint's host"
