@@ -23,7 +23,7 @@ from . import errors
 from .backend import Backend
 from .config import Config
 from .errors import GatewayError
-from .routes import MethodTable
+from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
 
 log = logging.getLogger("gateway")
@@ -129,6 +129,19 @@ async def _body(request: web.Request, limit: int) -> bytes:
         raise errors.too_large(limit) from None
 
 
+async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
+    """Call Cuebot for ``request``: its deadline and metadata, failures mapped to HTTP.
+
+    The one way to reach the backend, for the RPC routes and the /api ones alike.
+    """
+    state = request.app[STATE]
+    try:
+        return await route.call(data, timeout=_deadline(request, state.cfg.grpc_timeout),
+                                metadata=_metadata(request))
+    except grpc.aio.AioRpcError as e:
+        raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
+
+
 async def handle_rpc(request: web.Request) -> web.Response:
     state = request.app[STATE]
     table = state.table  # read once: a reload mid-request does not affect it
@@ -149,11 +162,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
         data = route.request.from_json(body)
     except DecodeError as e:
         raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
-    try:
-        reply = await route.call(data, timeout=_deadline(request, state.cfg.grpc_timeout),
-                                 metadata=_metadata(request))
-    except grpc.aio.AioRpcError as e:
-        raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
+    reply = await invoke(request, route, data)
     try:
         out = route.response.to_json(reply)
     except EncodeError as e:
