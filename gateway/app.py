@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 import grpc
 from aiohttp import web
 
-from . import errors
+from . import errors, openapi, resources
 from .backend import Backend
 from .config import Config
 from .errors import GatewayError
@@ -44,6 +44,7 @@ class GatewayState:
 STATE = web.AppKey("state", GatewayState)
 # aiohttp 3.14 wants typed keys for request storage; older releases take a str
 REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
+USER = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -129,6 +130,11 @@ async def _body(request: web.Request, limit: int) -> bytes:
         raise errors.too_large(limit) from None
 
 
+def caller(request: web.Request) -> str:
+    """Who is asking: the token's subject once authenticated, else the peer address."""
+    return request.get(USER) or request.remote or "unknown"
+
+
 async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     """Call Cuebot for ``request``: its deadline and metadata, failures mapped to HTTP.
 
@@ -179,6 +185,9 @@ def create_app(state: GatewayState) -> web.Application:
         middlewares=[context],
     )
     app[STATE] = state
+    table_of = lambda request: request.app[STATE].table  # noqa: E731 - read per request
+    resources.add_routes(app, resources.Resources(invoke, table_of, caller))
+    openapi.add_routes(app, table_of)
     app.router.add_route("*", "/{path:.*}", handle_rpc)
 
     async def close_backend(app: web.Application) -> None:

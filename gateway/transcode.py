@@ -467,10 +467,10 @@ def _is_map(f: FieldDescriptor) -> bool:
 
 
 if hasattr(FieldDescriptor, "is_repeated"):
-    def _is_repeated(f: FieldDescriptor) -> bool:
+    def is_repeated(f: FieldDescriptor) -> bool:
         return f.is_repeated
 else:  # protobuf < 5.28 has only the label (removed in 7.x)
-    def _is_repeated(f: FieldDescriptor) -> bool:
+    def is_repeated(f: FieldDescriptor) -> bool:
         return f.label == _F.LABEL_REPEATED
 
 
@@ -641,7 +641,7 @@ class Transcoder:
                 key = "_str(k)"
             # Go orders map entries by key: strings by code point, numbers numerically.
             return f"{{{key}: {self._enc_value(vf, 'v')} for k, v in _sorted({attr}.items())}}"
-        if _is_repeated(f):
+        if is_repeated(f):
             fn = self._enc_fn(f)
             return f"_list({attr})" if fn is None else f"_list(_map({fn}, {attr}))"
         if f.message_type is not None or (
@@ -724,7 +724,7 @@ class Transcoder:
                     f"{conv} = _map_of({self._map_key(entry.fields_by_name['key'])}, "
                     f"{self._dec_scalar(entry.fields_by_name['value'])})"
                 )
-            elif _is_repeated(f):
+            elif is_repeated(f):
                 conv = f"_l_{name}_{i}"
                 late.append(
                     f"{conv} = _list_of({self._dec_scalar(f)}, {f.type == _F.TYPE_ENUM})"
@@ -788,7 +788,7 @@ class Transcoder:
         t = f.type
         if _is_map(f):
             return [f"kw[{n}] = {helper}(v)"]
-        if _is_repeated(f):
+        if is_repeated(f):
             if t == _F.TYPE_STRING:
                 return [f"kw[{n}] = v if type(v) is _list else _bad_list(v)"]
             if t in (_F.TYPE_MESSAGE, _F.TYPE_GROUP):

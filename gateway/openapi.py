@@ -1,0 +1,243 @@
+"""The OpenAPI 3.0 document of the running gateway, generated from its method table.
+
+One ``POST`` path per exposed RPC, its request and reply schemas derived from
+the loaded message descriptors with the proto3 JSON mapping the transcoder
+implements (64-bit integers as strings, enums by name, unset messages as
+``null``); the six ``/api`` operations of the OpenAPI seed; the bearer scheme.
+
+A message gets two schemas: ``pkg.Msg`` describes it as the gateway prints
+it (every non-oneof field present, so all are required) and ``pkg.Msg-in``
+as a client may send it (nothing required, unknown keys ignored). ``-`` cannot
+occur in a proto name, so the two never collide with a real message.
+
+The document is built on first request for a table and cached with it, so a
+descriptor reload yields a new document and a request never pays for it twice.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from . import __version__
+from .routes import MethodTable
+from .transcode import is_repeated
+
+T = FieldDescriptor
+_INT64 = {T.TYPE_INT64, T.TYPE_SINT64, T.TYPE_SFIXED64, T.TYPE_UINT64, T.TYPE_FIXED64}
+_INT32 = {T.TYPE_INT32: ("int32", -(2**31), 2**31 - 1), T.TYPE_SINT32: ("int32", -(2**31), 2**31 - 1),
+          T.TYPE_SFIXED32: ("int32", -(2**31), 2**31 - 1), T.TYPE_UINT32: ("int64", 0, 2**32 - 1),
+          T.TYPE_FIXED32: ("int64", 0, 2**32 - 1)}
+_SPECIAL_FLOATS = {"type": "string", "enum": ["NaN", "Infinity", "-Infinity"]}
+
+# proto3 JSON forms of the well-known types (OpenCue uses none; foreign descriptors may)
+_WKT: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"},
+    "google.protobuf.FieldMask": {"type": "string"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
+                            "additionalProperties": True},
+    "google.protobuf.DoubleValue": {"type": "number"},
+    "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.Int64Value": {"type": "string", "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64"},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": "integer", "format": "int64", "minimum": 0},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
+}
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every error: the gRPC status code and Cuebot's (or the gateway's) message.",
+    "required": ["error", "code", "message", "details"],
+    "properties": {
+        "error": {"type": "string", "description": "the message (the REST reference's key)"},
+        "code": {"type": "integer", "description": "gRPC status code"},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
+    },
+}
+
+_cache: "weakref.WeakKeyDictionary[MethodTable, bytes]" = weakref.WeakKeyDictionary()
+
+
+def document_bytes(table: MethodTable) -> bytes:
+    """The serialized document for ``table``, built once."""
+    doc = _cache.get(table)
+    if doc is None:
+        doc = orjson.dumps(document(table))
+        _cache[table] = doc
+    return doc
+
+
+def document(table: MethodTable) -> dict[str, Any]:
+    from .resources import api_paths, api_schemas
+
+    schemas = _Schemas()
+    paths: dict[str, Any] = {}
+    for path, route in sorted(table.routes.items()):
+        req = schemas.ref(route.request.descriptor, output=False)
+        rep = schemas.ref(route.response.descriptor, output=True)
+        paths[path] = {"post": {
+            "operationId": f"{route.service}.{route.method}",
+            "tags": [route.service],
+            "summary": f"{route.service}/{route.method}",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": req}}},
+            "responses": {"200": _content("the RPC's reply", rep), **_error_responses()},
+        }}
+    paths.update(api_paths(table))
+    components = {
+        "schemas": {**dict(sorted(schemas.done.items())), **api_schemas(),
+                    "ErrorResponse": _ERROR_SCHEMA},
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "OpenCue gateway",
+            "version": __version__,
+            "description": (
+                "Every exposed Cuebot RPC at POST /<package.Service>/<Method> (proto3 JSON "
+                "in and out, as OpenCue's Go gateway), plus the resource API under /api. "
+                f"Generated from the loaded descriptors (version {table.version})."),
+        },
+        "security": [{"bearerAuth": []}],
+        "tags": [{"name": s} for s in table.services] + [{"name": "Resources"}],
+        "paths": paths,
+        "components": components,
+    }
+
+
+def _content(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error_responses() -> dict[str, Any]:
+    err = {"$ref": "#/components/schemas/ErrorResponse"}
+    return {"default": _content("an error, in the gateway's one envelope", err)}
+
+
+class _Schemas:
+    """Component schemas of every message reachable from the routes."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, dict[str, Any]] = {}
+
+    def ref(self, desc: Descriptor, *, output: bool) -> dict[str, Any]:
+        if desc.full_name in _WKT:
+            return dict(_WKT[desc.full_name])
+        name = desc.full_name if output else f"{desc.full_name}-in"
+        if name not in self.done:
+            self.done[name] = {}  # placeholder: recursive messages refer to it
+            self.done[name] = self._message(desc, output)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def _message(self, desc: Descriptor, output: bool) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for f in desc.fields:
+            props[f.json_name] = self._field(f, output)
+            if output and f.containing_oneof is None:
+                required.append(f.json_name)
+        schema: dict[str, Any] = {"type": "object", "properties": props}
+        if required:
+            schema["required"] = required
+        if not output:
+            schema["description"] = ("Field names in lowerCamelCase or as in the .proto; "
+                                     "enums by name or number; unknown keys are ignored.")
+        return schema
+
+    def _field(self, f: FieldDescriptor, output: bool) -> dict[str, Any]:
+        if _is_map(f):
+            value = f.message_type.fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self._single(value, output)}
+        if is_repeated(f):
+            return {"type": "array", "items": self._single(f, output)}
+        one = self._single(f, output)
+        if f.type == T.TYPE_MESSAGE:
+            # an unset message prints as null; a client may send null
+            return {"allOf": [one], "nullable": True} if "$ref" in one else {**one,
+                                                                            "nullable": True}
+        return one
+
+    def _single(self, f: FieldDescriptor, output: bool) -> dict[str, Any]:
+        t = f.type
+        if t == T.TYPE_MESSAGE:
+            return self.ref(f.message_type, output=output)
+        if t == T.TYPE_ENUM:
+            names = [v.name for v in f.enum_type.values]
+            if output:
+                return {"type": "string", "enum": names}
+            return {"oneOf": [{"type": "string", "enum": names},
+                              {"type": "integer", "format": "int32"}]}
+        if t in _INT64:
+            unsigned = t in (T.TYPE_UINT64, T.TYPE_FIXED64)
+            s = {"type": "string", "format": "uint64" if unsigned else "int64",
+                 "pattern": r"^[0-9]{1,20}$" if unsigned else r"^-?[0-9]{1,19}$"}
+            if output:
+                return s
+            n = {"type": "integer", "format": "int64", "minimum": 0 if unsigned else -(2**63),
+                 "maximum": 2**64 - 1 if unsigned else 2**63 - 1}
+            return {"oneOf": [s, n]}
+        if t in _INT32:
+            fmt, lo, hi = _INT32[t]
+            return {"type": "integer", "format": fmt, "minimum": lo, "maximum": hi}
+        if t in (T.TYPE_DOUBLE, T.TYPE_FLOAT):
+            fmt = "double" if t == T.TYPE_DOUBLE else "float"
+            return {"oneOf": [{"type": "number", "format": fmt}, _SPECIAL_FLOATS]}
+        if t == T.TYPE_BOOL:
+            return {"type": "boolean"}
+        if t == T.TYPE_BYTES:
+            return {"type": "string", "format": "byte"}
+        return {"type": "string"}
+
+
+def _is_map(f: FieldDescriptor) -> bool:
+    mt = f.message_type
+    return (is_repeated(f) and mt is not None
+            and mt.GetOptions().map_entry)
+
+
+
+# ---------------------------------------------------------------------------
+# serving it
+# ---------------------------------------------------------------------------
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>OpenCue gateway API</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui",
+  persistAuthorization: true});</script>
+</body></html>
+"""
+
+
+def add_routes(app: web.Application, table_of: Callable[[web.Request], MethodTable]) -> None:
+    """``GET /openapi.json`` and, when the Swagger UI assets are installed, ``/docs``."""
+
+    async def spec(request: web.Request) -> web.Response:
+        return web.Response(body=document_bytes(table_of(request)),
+                            content_type="application/json")
+
+    app.router.add_get("/openapi.json", spec)
+    try:
+        import swagger_ui_bundle
+    except ImportError:  # the page is optional; the document is not
+        return
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=_DOCS_PAGE, content_type="text/html")
+
+    app.router.add_get("/docs", page)
+    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
