@@ -30,3 +30,10 @@ def test_every_setting_is_documented():
         if o.env:
             assert f"`{o.env}`" in README, o.env
         assert f"`{o.flag}`" in README, o.flag
+
+
+def test_sandbox_rpc_list_is_current():
+    from gateway.sandbox.server import rpc_list_markdown
+
+    listed = re.search(r"<!-- sandbox-rpcs -->\n(.*?)<!-- /sandbox-rpcs -->", README, re.S)
+    assert listed and listed.group(1) == rpc_list_markdown()

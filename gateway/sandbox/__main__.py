@@ -24,6 +24,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     demo.add_argument("--empty", dest="demo", action="store_false",
                       help="seed a new database as a fresh Cuebot only")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--list-rpcs", action="store_true",
+                   help="print the RPCs the sandbox implements (Markdown) and exit")
     return p.parse_args(argv)
 
 
@@ -40,6 +42,9 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.list_rpcs:
+        print(server.rpc_list_markdown(), end="")
+        return 0
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

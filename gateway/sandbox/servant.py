@@ -130,7 +130,7 @@ def mount(server: grpc.aio.Server, servant: Servant) -> str:
     return service.full_name
 
 
-def implemented(servant: Servant) -> list[str]:
-    """The RPC names ``servant`` answers (the rest are UNIMPLEMENTED)."""
+def implemented(servant: Servant | type[Servant]) -> list[str]:
+    """The RPC names ``servant`` (an instance or its class) answers; the rest are UNIMPLEMENTED."""
     _, _, service = _servicer_parts(servant.SERVICE)
     return [m.name for m in service.methods if getattr(servant, m.name, None) is not None]

@@ -50,6 +50,18 @@ CUEBOT_SERVICES = (
 )
 
 
+def implemented_rpcs() -> dict[str, list[str]]:
+    """Service -> the RPCs the sandbox implements, for ``--list-rpcs`` and the README."""
+    by_service = {cls.SERVICE: cls for cls in servant_classes()}
+    return {name: implemented(by_service[name]) for name in CUEBOT_SERVICES
+            if name in by_service and implemented(by_service[name])}
+
+
+def rpc_list_markdown() -> str:
+    return "".join(f"- `{service}`: {', '.join(methods)}\n"
+                   for service, methods in implemented_rpcs().items())
+
+
 @dataclass
 class Sandbox:
     """A running sandbox: its store, model, gRPC server and port."""
