@@ -72,7 +72,11 @@ async def _start_sandbox(cfg: Config) -> tuple[Config, object]:
     from .sandbox import server as sandbox_server  # only this mode needs it
 
     try:
-        sb = await sandbox_server.start(cfg.sandbox_db, demo=not cfg.empty)
+        from .sandbox.dispatcher import DispatchSettings
+
+        sb = await sandbox_server.start(
+            cfg.sandbox_db, demo=not cfg.empty, dispatch=not cfg.no_dispatch,
+            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate))
     except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
         raise StartupError(f"sandbox: {e}") from None
     return cfg.with_(cuebot_endpoint=sb.endpoint), sb

@@ -67,6 +67,20 @@ def _size(text: str) -> int:
     return value
 
 
+def _float_range(lo: float, hi: float, *, low_open: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not (lo < v if low_open else lo <= v) or not v <= hi:
+            raise ValueError(f"expected a number {'above' if low_open else 'from'} {lo:g} "
+                             f"{'and up to' if low_open else 'to'} {hi:g}, got {text.strip()}")
+        return v
+
+    return parse
+
+
 def _bool(text: str) -> bool:
     t = text.strip().lower()
     if t in ("1", "true", "yes", "on"):
@@ -179,6 +193,12 @@ OPTIONS: tuple[Option, ...] = (
            "seed a new sandbox with demo hosts and jobs (the default)", switch=True),
     Option("empty", "SANDBOX_EMPTY", "--empty", _bool, False,
            "seed a new sandbox as a fresh Cuebot, without demo data", switch=True),
+    Option("speed", "SANDBOX_SPEED", "--speed", _float_range(0, 10000, low_open=True), 1.0,
+           "run the sandbox's simulated clock this many times faster", "N"),
+    Option("no_dispatch", "SANDBOX_NO_DISPATCH", "--no-dispatch", _bool, False,
+           "do not run the sandbox's dispatcher: frames stay where they are", switch=True),
+    Option("failure_rate", "SANDBOX_FAILURE_RATE", "--failure-rate", _float_range(0, 1), 0.0,
+           "chance that a simulated render fails (0 to 1)", "RATE"),
 )
 
 
@@ -206,6 +226,9 @@ class Config:
     sandbox_db: str = ":memory:"
     demo: bool = False
     empty: bool = False
+    speed: float = 1.0
+    no_dispatch: bool = False
+    failure_rate: float = 0.0
 
     @property
     def use_tls(self) -> bool:

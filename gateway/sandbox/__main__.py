@@ -8,6 +8,21 @@ import signal
 import sys
 
 from . import server
+from .dispatcher import DispatchSettings
+
+
+def _positive(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 10000:
+        raise argparse.ArgumentTypeError(f"expected a number above 0 and up to 10000, got {text}")
+    return v
+
+
+def _rate(text: str) -> float:
+    v = float(text)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return v
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +38,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                       help="seed a new database with demo hosts and jobs (the default)")
     demo.add_argument("--empty", dest="demo", action="store_false",
                       help="seed a new database as a fresh Cuebot only")
+    p.add_argument("--speed", type=_positive, default=1.0,
+                   help="run the simulated clock N times faster (default 1)")
+    p.add_argument("--no-dispatch", action="store_true",
+                   help="do not run the dispatcher: frames stay where they are")
+    p.add_argument("--failure-rate", type=_rate, default=0.0,
+                   help="chance that a simulated render fails, 0 to 1 (default 0)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--list-rpcs", action="store_true",
                    help="print the RPCs the sandbox implements (Markdown) and exit")
@@ -30,7 +51,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> None:
-    sandbox = await server.start(args.db, host=args.host, port=args.port, demo=args.demo)
+    sandbox = await server.start(
+        args.db, host=args.host, port=args.port, demo=args.demo, dispatch=not args.no_dispatch,
+        settings=DispatchSettings(speed=args.speed, failure_rate=args.failure_rate))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -307,6 +307,51 @@ class Farm:
                   "MAX(high_frame_sec, ?) WHERE id = ?",
                   (seconds, seconds, seconds, frame["layer_id"]))
 
+    # -- depends ----------------------------------------------------------
+    def satisfy(self, depend_id: str) -> bool:
+        """Mark a depend satisfied: its frames' depend counts drop, those at 0 go WAITING.
+
+        The frames a depend holds are its "er" side: one frame, every frame of
+        a layer, or every frame of a job. False if it was not active.
+        """
+        s = self.store
+        dep = s.one("SELECT * FROM depend WHERE id = ?", (depend_id,))
+        if dep is None or not dep["active"]:
+            return False
+        s.run("UPDATE depend SET active = 0 WHERE id = ?", (depend_id,))
+        if dep["er_frame_id"]:
+            where, key = "id = ?", dep["er_frame_id"]
+        elif dep["er_layer_id"]:
+            where, key = "layer_id = ?", dep["er_layer_id"]
+        else:
+            where, key = "job_id = ?", dep["er_job_id"]
+        t = now()
+        s.run(f"UPDATE frame SET depend_count = MAX(depend_count - 1, 0), updated_time = ? "
+              f"WHERE {where}", (t, key))
+        s.run(f"UPDATE frame SET state = 'WAITING', eligible_time = ? WHERE {where} "
+              f"AND depend_count = 0 AND state = 'DEPEND'", (t, key))
+        return True
+
+    def frame_succeeded(self, frame_id: str) -> None:
+        """Satisfy what waited on this frame, on its layer once done, on its job once done."""
+        s = self.store
+        frame = s.one("SELECT id, layer_id, job_id FROM frame WHERE id = ?", (frame_id,))
+        done = "state IN ('SUCCEEDED', 'EATEN')"
+        targets = [("on_frame_id", frame_id)]
+        if s.one(f"SELECT 1 FROM frame WHERE layer_id = ? AND NOT {done} LIMIT 1",
+                 (frame["layer_id"],)) is None:
+            targets.append(("on_layer_id", frame["layer_id"]))
+            if s.one(f"SELECT 1 FROM frame WHERE job_id = ? AND NOT {done} LIMIT 1",
+                     (frame["job_id"],)) is None:
+                targets.append(("on_job_id", frame["job_id"]))
+        for column, key in targets:
+            extra = "" if column == "on_frame_id" else (
+                " AND on_frame_id IS NULL" if column == "on_layer_id"
+                else " AND on_frame_id IS NULL AND on_layer_id IS NULL")
+            for dep in s.all(f"SELECT id FROM depend WHERE active = 1 AND {column} = ?{extra}",
+                             (key,)):
+                self.satisfy(dep["id"])
+
     def update_job_state(self, job_id: str) -> str:
         """PENDING -> FINISHED once nothing is waiting, running, dead or depending."""
         s = self.store

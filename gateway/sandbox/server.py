@@ -1,6 +1,7 @@
 """The sandbox gRPC server: every servant mounted, reflection on, one event loop."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import grpc
 
 from ..reflection import add_reflection_service
+from .dispatcher import DispatchSettings, Dispatcher
 from .farm import Farm
 from .seed import seed
 from .servant import Servant, implemented, mount
@@ -71,22 +73,42 @@ class Sandbox:
     server: grpc.aio.Server
     port: int
     servants: dict[str, Servant] = field(default_factory=dict)
+    dispatcher: Dispatcher | None = None
+    _task: "asyncio.Task[None] | None" = None
+
+    def start_dispatching(self) -> None:
+        """Run the dispatcher in the background (tests step it by hand instead)."""
+        if self._task is None and self.dispatcher is not None:
+            self._task = asyncio.get_running_loop().create_task(self.dispatcher.run())
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = 1.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         await self.server.stop(grace)
         self.store.close()
 
 
 async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: int = 0,
-                demo: bool = True) -> Sandbox:
-    """Open (and seed, if new) the database and serve it on ``host:port``."""
+                demo: bool = True, dispatch: bool = False,
+                settings: DispatchSettings = DispatchSettings()) -> Sandbox:
+    """Open (and seed, if new) the database and serve it on ``host:port``.
+
+    The dispatcher exists either way (``sandbox.dispatcher.step()``); with
+    ``dispatch`` it also runs on its own.
+    """
     store = Store(db)
     seed(store, demo=demo)
     farm = Farm(store)
+    try:
+        dispatcher = Dispatcher(farm, settings)
+    except ValueError:
+        store.close()
+        raise
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 100 * 1024 * 1024)])
     servants: dict[str, Servant] = {}
     by_service = {cls.SERVICE: cls for cls in servant_classes()}
@@ -102,7 +124,10 @@ async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: i
     await server.start()
     total = sum(len(implemented(s)) for s in servants.values())
     log.info("sandbox Cuebot on %s:%d (%s, %d RPCs implemented)", host, bound, store.path, total)
-    return Sandbox(store, farm, server, bound, servants)
+    sandbox = Sandbox(store, farm, server, bound, servants, dispatcher)
+    if dispatch:
+        sandbox.start_dispatching()
+    return sandbox
 
 
 class _Empty(Servant):
