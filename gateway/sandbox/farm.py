@@ -370,3 +370,144 @@ class Farm:
         """FINISHED: stop time set, the name released for a new launch."""
         self.store.run("UPDATE job SET state = 'FINISHED', stop_time = ?, visible_name = NULL "
                        "WHERE id = ? AND state != 'FINISHED'", (now(), job_id))
+
+    # -- manual frame, job and depend operations ----------------------------
+    # The Job/Layer/Frame/Depend RPCs change frames through these, so that a
+    # frame's proc, its host's idle resources, the job's state and the
+    # depends on the work always move together (and the dispatcher can use
+    # the same rules). Frame.Kill is a failed run, as RQD would report it,
+    # so Cuebot's retry rules and failure counters apply; Retry, Eat and
+    # Job.Kill just end the render before changing the frame.
+    def failed_state(self, frame_id: str) -> str:
+        """Where a failed run leaves a frame: EATEN (auto-eat), DEAD (no retries left), WAITING."""
+        row = self.store.one("SELECT f.retry_count, j.max_retries, j.auto_eat FROM frame f "
+                             "JOIN job j ON j.id = f.job_id WHERE f.id = ?", (frame_id,))
+        if row["auto_eat"]:
+            return "EATEN"
+        return "DEAD" if row["retry_count"] >= row["max_retries"] else "WAITING"
+
+    def kill_frame(self, frame_id: str) -> bool:
+        """Kill a running frame's render (a failed run); False if it was not running."""
+        if self.store.one("SELECT 1 FROM proc WHERE frame_id = ?", (frame_id,)) is None:
+            return False
+        state = self.failed_state(frame_id)
+        self.finish_run(frame_id, state, 1)
+        if state == "EATEN":
+            self.check_job_done(self._job_of(frame_id))
+        return True
+
+    def stop_frame(self, frame_id: str, state: str) -> None:
+        """End a frame's render, if any (proc released, not counted), and set ``state``."""
+        s = self.store
+        t = now()
+        proc = s.one("SELECT id FROM proc WHERE frame_id = ?", (frame_id,))
+        if proc is not None:
+            self.release(proc["id"])
+            s.run("UPDATE frame SET stop_time = ?, llu_time = ? WHERE id = ?", (t, t, frame_id))
+        s.run("UPDATE frame SET state = ?, updated_time = ?, eligible_time = CASE WHEN ? = "
+              "'WAITING' THEN ? ELSE eligible_time END WHERE id = ?",
+              (state, t, state, t, frame_id))
+
+    def retry_frame(self, frame_id: str) -> None:
+        """Back to WAITING (DEPEND while depends are unsatisfied); the job is PENDING again.
+
+        A running render is stopped first. Depends that this frame's work had
+        satisfied (frame-on-frame on it, layer-on-layer on its layer) hold
+        their frames again.
+        """
+        frame = self.store.one("SELECT * FROM frame WHERE id = ?", (frame_id,))
+        self.stop_frame(frame_id, "DEPEND" if frame["depend_count"] > 0 else "WAITING")
+        for dep in self.store.all(
+                "SELECT id FROM depend WHERE active = 0 AND ((type = 'FRAME_ON_FRAME' AND "
+                "on_frame_id = ?) OR (type = 'LAYER_ON_LAYER' AND on_layer_id = ?))",
+                (frame_id, frame["layer_id"])):
+            self.activate(dep["id"])
+        self.reopen_job(frame["job_id"])
+
+    def eat_frame(self, frame_id: str) -> None:
+        """EATEN (a SUCCEEDED frame stays SUCCEEDED); depends on it are not satisfied."""
+        frame = self.store.one("SELECT state, job_id FROM frame WHERE id = ?", (frame_id,))
+        if frame["state"] not in ("SUCCEEDED", "EATEN"):
+            self.stop_frame(frame_id, "EATEN")
+        self.check_job_done(frame["job_id"])
+
+    def mark_as_waiting(self, frame_id: str) -> bool:
+        """A DEPEND frame goes WAITING with its depend count cleared; others are untouched."""
+        t = now()
+        return self.store.run(
+            "UPDATE frame SET state = 'WAITING', depend_count = 0, updated_time = ?, "
+            "llu_time = ?, eligible_time = ? WHERE id = ? AND state = 'DEPEND'",
+            (t, t, t, frame_id)) == 1
+
+    def activate(self, depend_id: str) -> bool:
+        """Re-activate a satisfied depend: its frames count it again (WAITING -> DEPEND)."""
+        s = self.store
+        dep = s.one("SELECT * FROM depend WHERE id = ?", (depend_id,))
+        if dep is None or dep["active"]:
+            return False
+        s.run("UPDATE depend SET active = 1 WHERE id = ?", (depend_id,))
+        where, key = self._er_side(dep)
+        s.run(f"UPDATE frame SET depend_count = depend_count + 1, updated_time = ?, state = "
+              f"CASE WHEN state = 'WAITING' THEN 'DEPEND' ELSE state END WHERE {where}",
+              (now(), key))
+        return True
+
+    def unsatisfy(self, depend_id: str) -> bool:
+        """Depend.Unsatisfy: only FRAME_ON_FRAME and LAYER_ON_LAYER come back."""
+        dep = self.store.one("SELECT type FROM depend WHERE id = ?", (depend_id,))
+        if dep is None or dep["type"] not in ("FRAME_ON_FRAME", "LAYER_ON_LAYER"):
+            return False
+        return self.activate(depend_id)
+
+    def reopen_job(self, job_id: str) -> None:
+        """A FINISHED job is PENDING again (its name taken back unless relaunched meanwhile)."""
+        self.store.run(
+            "UPDATE job SET state = 'PENDING', stop_time = 0, visible_name = CASE WHEN EXISTS "
+            "(SELECT 1 FROM job o WHERE o.visible_name = job.name) THEN NULL ELSE name END "
+            "WHERE id = ? AND state = 'FINISHED'", (job_id,))
+
+    def check_job_done(self, job_id: str) -> str:
+        """update_job_state, and when that finishes the job, satisfy what waited on it."""
+        before = self.store.one("SELECT state FROM job WHERE id = ?", (job_id,))["state"]
+        state = self.update_job_state(job_id)
+        if before == "PENDING" and state == "FINISHED":
+            self.satisfy_depends_on_job(job_id)
+        return state
+
+    def satisfy_depends_on_job(self, job_id: str) -> None:
+        """Other jobs' work waiting on this one is released (its own frames keep their state)."""
+        for dep in self.store.all("SELECT id FROM depend WHERE active = 1 AND on_job_id = ? "
+                                  "AND er_job_id IS NOT ?", (job_id, job_id)):
+            self.satisfy(dep["id"])
+
+    def kill_job(self, job_id: str) -> bool:
+        """Job.Kill with a reason: a PENDING job ends FINISHED; False if it was not PENDING.
+
+        Running frames go back to WAITING (their procs released), WAITING and
+        DEPEND frames keep their state, the name is freed, depends on the job
+        are satisfied and its POSTED post-jobs become PENDING.
+        """
+        s = self.store
+        job = s.one("SELECT state FROM job WHERE id = ?", (job_id,))
+        if job is None or job["state"] != "PENDING":
+            return False
+        for f in s.all("SELECT frame_id FROM proc WHERE job_id = ? AND frame_id IS NOT NULL",
+                       (job_id,)):
+            self.stop_frame(f["frame_id"], "WAITING")
+        self.finish_job(job_id)
+        self.satisfy_depends_on_job(job_id)
+        s.run("UPDATE job SET state = 'PENDING' WHERE parent_job_id = ? AND state = 'POSTED'",
+              (job_id,))
+        return True
+
+    def _job_of(self, frame_id: str) -> str:
+        return self.store.one("SELECT job_id FROM frame WHERE id = ?", (frame_id,))["job_id"]
+
+    @staticmethod
+    def _er_side(dep: Row) -> tuple[str, str]:
+        """The frames a depend holds: one frame, every frame of a layer, or of a job."""
+        if dep["er_frame_id"]:
+            return "id = ?", dep["er_frame_id"]
+        if dep["er_layer_id"]:
+            return "layer_id = ?", dep["er_layer_id"]
+        return "job_id = ?", dep["er_job_id"]
