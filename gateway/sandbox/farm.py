@@ -39,6 +39,7 @@ class LayerSpec:
     timeout_llu: int | None = None
     limits: Sequence[str] = ()
     outputs: Sequence[str] = ()
+    env: dict[str, str] = field(default_factory=dict)  # parsed from specs, not stored
 
 
 @dataclass
@@ -58,6 +59,9 @@ class JobSpec:
     email: str = ""
     max_cores: int | None = None        # units
     max_gpus: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # parsed from specs, not stored
+    state: str = "PENDING"              # POSTED for a post-job until its parent finishes
+    parent_job_id: str | None = None    # set on post-jobs
 
 
 class FarmError(Exception):
@@ -153,7 +157,8 @@ class Farm:
             "job", id=job_id, show_id=spec.show_id, folder_id=folder["id"],
             facility_id=facility["id"], dept_id=folder["dept_id"], name=spec.name,
             visible_name=spec.name, shot=spec.shot, user=spec.user, uid=spec.uid,
-            email=spec.email, state="PENDING", priority=spec.priority,
+            email=spec.email, state=spec.state, parent_job_id=spec.parent_job_id,
+            priority=spec.priority,
             max_cores=spec.max_cores if spec.max_cores is not None else 10000,
             max_gpus=spec.max_gpus if spec.max_gpus is not None else 100,
             is_paused=int(spec.paused), auto_eat=int(spec.auto_eat),
@@ -319,6 +324,13 @@ class Farm:
         if dep is None or not dep["active"]:
             return False
         s.run("UPDATE depend SET active = 0 WHERE id = ?", (depend_id,))
+        if dep["type"] in ("FRAME_BY_FRAME", "PREVIOUS_FRAME"):
+            # holds nothing itself: its FRAME_ON_FRAME children (see depends.py) do
+            for child in s.all("SELECT id FROM depend WHERE active = 1 AND type = "
+                               "'FRAME_ON_FRAME' AND er_layer_id = ? AND on_layer_id = ?",
+                               (dep["er_layer_id"], dep["on_layer_id"])):
+                self.satisfy(child["id"])
+            return True
         if dep["er_frame_id"]:
             where, key = "id = ?", dep["er_frame_id"]
         elif dep["er_layer_id"]:
@@ -367,9 +379,12 @@ class Farm:
         return "PENDING"
 
     def finish_job(self, job_id: str) -> None:
-        """FINISHED: stop time set, the name released for a new launch."""
-        self.store.run("UPDATE job SET state = 'FINISHED', stop_time = ?, visible_name = NULL "
-                       "WHERE id = ? AND state != 'FINISHED'", (now(), job_id))
+        """FINISHED: stop time set, the name released for a new launch; post-jobs may start."""
+        if self.store.run("UPDATE job SET state = 'FINISHED', stop_time = ?, "
+                          "visible_name = NULL WHERE id = ? AND state != 'FINISHED'",
+                          (now(), job_id)):
+            self.store.run("UPDATE job SET state = 'PENDING' WHERE parent_job_id = ? AND "
+                           "state = 'POSTED'", (job_id,))
 
     # -- manual frame, job and depend operations ----------------------------
     # The Job/Layer/Frame/Depend RPCs change frames through these, so that a
