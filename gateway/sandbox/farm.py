@@ -515,6 +515,30 @@ class Farm:
               (job_id,))
         return True
 
+    # -- procs and job placement ------------------------------------------
+    def kill_proc(self, proc_id: str) -> None:
+        """Proc.Kill: the proc is gone, its host's resources are back, its frame WAITS again.
+
+        The frame is not counted as a failure: the kill came from a person,
+        not from the render, so it simply goes back in line.
+        """
+        proc = self.store.one("SELECT frame_id FROM proc WHERE id = ?", (proc_id,))
+        if proc is None:
+            return
+        if proc["frame_id"]:
+            self.stop_frame(proc["frame_id"], "WAITING")
+        else:
+            self.release(proc_id)
+
+    def move_job(self, job_id: str, folder: Row, inherit: Sequence[str] = (
+            "priority", "min_cores", "max_cores")) -> None:
+        """Put a job in a group; of ``inherit``, the group's job defaults that are set apply."""
+        values = [(c, folder[f"default_job_{c}"]) for c in inherit
+                  if folder[f"default_job_{c}"] != -1]
+        sets = ", ".join(["folder_id = ?", "dept_id = ?"] + [f"{c} = ?" for c, _ in values])
+        self.store.run(f"UPDATE job SET {sets} WHERE id = ?",
+                       (folder["id"], folder["dept_id"], *(v for _, v in values), job_id))
+
     def _job_of(self, frame_id: str) -> str:
         return self.store.one("SELECT job_id FROM frame WHERE id = ?", (frame_id,))["job_id"]
 
