@@ -45,13 +45,15 @@ NOT_OK = {
     ("/facility.AllocationInterface/Find", 0): 404,    # "cloud" is not a full alloc name
     ("/facility.FacilityInterface/Get", 0): 404,       # no facility aws-us-west
     ("/facility.FacilityInterface/GetAllocations", 0): 501,  # unimplemented in Cuebot
-    ("/filter.FilterInterface/FindFilter", 0): 404,    # it is show.ShowInterface/FindFilter
     ("/subscription.SubscriptionInterface/Find", 0): 500,  # name must be facility.alloc.show
     ("/task.TaskInterface/Delete", 0): 500,            # Cuebot looks tasks up by name
     ("/task.TaskInterface/SetMinCores", 0): 500,
     ("/task.TaskInterface/ClearAdjustments", 0): 500,
 }
 DESTRUCTIVE = ("/Delete", "/Kill", "/Unbook")
+# Placeholders that must mean something else in one example: Proc.Kill and
+# Proc.Unbook each take a proc of their own (a killed proc is gone, as in Cuebot).
+PER_EXAMPLE = {("/proc.ProcInterface/Unbook", 0): {"proc-id-ghi": "second-proc"}}
 
 
 def _plan() -> list[tuple[str, int, dict, Any]]:
@@ -71,6 +73,11 @@ def _placeholders(sandbox: Any) -> dict[str, str]:
     s = sandbox.store
     one = lambda sql, *a: s.one(sql, a)[0]  # noqa: E731
     lighting = one("SELECT id FROM job WHERE name = 'testing-sh010-jdoe_lighting'")
+    killed_frame = one("SELECT id FROM frame WHERE job_id = ? AND state = 'RUNNING' "
+                       "ORDER BY number LIMIT 1", lighting)
+    procs = s.all("SELECT id FROM proc WHERE frame_id != ? ORDER BY booked_time, id",
+                  (killed_frame,))
+    assert len(procs) >= 2
     with s.tx():  # a filter of its own for the action/matcher examples, and an override
         flt = new_id()
         s.insert("filter", id=flt, show_id="00000000-0000-0000-0000-000000000000",
@@ -84,15 +91,16 @@ def _placeholders(sandbox: Any) -> dict[str, str]:
         "myshow": "testing",
         "myshow-shot001-comp": "testing-sh010-jdoe_lighting",
         "job-id-123": lighting,
-        "frame-id-456": one("SELECT id FROM frame WHERE job_id = ? AND state = 'RUNNING' "
-                            "ORDER BY number LIMIT 1", lighting),
+        "frame-id-456": killed_frame,
         "layer-id-789": one("SELECT id FROM layer WHERE job_id = ? AND name = 'comp'", lighting),
         "comp_layer": "comp",
         "host-id-abc": one("SELECT id FROM host WHERE name = 'ws-asmith.studio.local'"),
         "render-node-01": "rn001.farm.studio.local",
         "group-id-def": "A0000000-0000-0000-0000-000000000000",
         "artist1": "jdoe",
-        "proc-id-ghi": one("SELECT id FROM proc ORDER BY booked_time LIMIT 1"),
+        # procs of other frames than the one the Frame.Kill example kills
+        "proc-id-ghi": procs[0][0],
+        "second-proc": procs[1][0],
         "deed-id-jkl": one("SELECT id FROM deed"),
         "alloc-id-123": "00000000-0000-0000-0000-000000000000",
         "facility-id-456": "AAAAAAAA-AAAA-AAAA-AAAA-AAAAAAAAAAA1",
@@ -146,7 +154,9 @@ async def test_every_reference_example(sandbox, make_gateway):
     assert len(EXAMPLES) == 81
     failures = []
     for path, n, body, documented in _plan():
-        resp = await gw.post(path, data=orjson.dumps(_substitute(body, values)))
+        table_here = {**values, **{k: values.get(v, v)
+                                   for k, v in PER_EXAMPLE.get((path, n), {}).items()}}
+        resp = await gw.post(path, data=orjson.dumps(_substitute(body, table_here)))
         raw = await resp.read()
         expected = NOT_OK.get((path, n), 200)
         if resp.status != expected:
