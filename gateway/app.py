@@ -2,10 +2,11 @@
 
 The path of a request, top to bottom of this file:
 ``context`` middleware (request id, error envelope, access line) ->
-``handle_rpc``: method table lookup -> ``MessageCodec.from_json`` ->
-``Route.call`` (Cuebot) -> ``MessageCodec.to_json`` -> response.
-Further middlewares (auth, rate limits) slot in between, and the live state
-(method table, backend) sits in one object so that a reload can swap it.
+``cors`` (preflights answered here) -> ``guard`` (token, then the client's
+rate limit) -> ``handle_rpc``: method table lookup ->
+``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
+``MessageCodec.to_json`` -> response. The live state (method table, backend)
+sits in one object so that a reload can swap it.
 """
 from __future__ import annotations
 
@@ -15,14 +16,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
+from urllib.parse import quote
 
 import grpc
 from aiohttp import web
 
+from . import cors as cors_mod
 from . import errors, openapi, resources
+from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
+from .cors import CorsPolicy
 from .errors import GatewayError
+from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
 
@@ -39,12 +45,23 @@ class GatewayState:
     cfg: Config
     backend: Backend
     table: MethodTable
+    auth: Authenticator | None = None        # None only with --no-auth
+    limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
+    cors: CorsPolicy = CorsPolicy(frozenset())
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 STATE = web.AppKey("state", GatewayState)
 # aiohttp 3.14 wants typed keys for request storage; older releases take a str
 REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
 USER = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
+# headers every reply gets, whatever produced it (rate-limit state, CORS)
+REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestKey")
+                 else "reply_headers")
+
+# Served without a token or a rate limit: probes, metrics, the API description.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+OPEN_PREFIXES = ("/docs/static/",)
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -59,6 +76,7 @@ _RESERVED_METADATA = frozenset({
     "keep-alive", "proxy-connection", "transfer-encoding", "te", "content-type",
     "content-length", "user-agent",
 })
+IDENTITY_METADATA = "x-opencue-user"  # the token's subject, for Cuebot's logs
 
 
 # ---------------------------------------------------------------------------
@@ -72,6 +90,7 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     if rid is None or not _REQUEST_ID_OK.match(rid):
         rid = uuid.uuid4().hex
     request[REQUEST_ID] = rid
+    request[REPLY_HEADERS] = extra = {}
     try:
         response = await handler(request)
     except GatewayError as e:
@@ -83,10 +102,85 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
                       request.method, request.path, rid)
         response = errors.internal().response()
     response.headers["X-Request-Id"] = rid
+    if extra:
+        response.headers.update(extra)
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info("%s %s %d %.1fms id=%s", request.method, request.path,
-                        response.status, (time.perf_counter() - started) * 1000, rid)
+        access_log.info("%s %s %d %.1fms id=%s user=%s", request.method, request.path,
+                        response.status, (time.perf_counter() - started) * 1000, rid,
+                        request.get(USER) or "-")
     return response
+
+
+@web.middleware
+async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Preflights answered before auth; allowed origins get CORS headers on every reply."""
+    policy = request.app[STATE].cors
+    origin = request.headers.get("Origin")
+    if origin is None or not policy.enabled:
+        return await handler(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return await cors_mod.preflight(request, policy, origin)
+    if policy.allows(origin):
+        request[REPLY_HEADERS].update(policy.response_headers(origin))
+    else:
+        request[REPLY_HEADERS]["Vary"] = "Origin"
+    return await handler(request)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def _client(request: web.Request, subject: str | None) -> str:
+    """The rate-limit key: the token's subject and/or the caller's address."""
+    state = request.app[STATE]
+    mode = state.cfg.rate_limit_key
+    if subject and mode == "sub":
+        return f"sub:{subject}"
+    addr = client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                          state.trusted_proxies)
+    if subject and mode == "sub+address":
+        return f"sub:{subject}@{addr}"
+    return f"addr:{addr}"
+
+
+async def _spend(request: web.Request, client: str) -> None:
+    """Take this request's cost from ``client``'s bucket, or refuse it with 429."""
+    state = request.app[STATE]
+    limiter = state.limiter
+    if limiter is None:
+        return
+    path = request.path
+    route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+    decision = await limiter.check(client, limiter.cost(route.path if route else path))
+    request[REPLY_HEADERS].update(decision.headers())
+    if not decision.allowed:
+        raise rate_limited(decision)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Token first, then the client's rate limit: nothing reaches a route without both.
+
+    Runs before routing, so an unknown path without a token is 401, as the Go
+    gateway answers. A refused token still spends from the caller's address
+    bucket: guessing tokens is rate limited too.
+    """
+    if _is_open(request.path):
+        return await handler(request)
+    state = request.app[STATE]
+    subject = None
+    if state.auth is not None:
+        try:
+            identity = state.auth.authenticate(request.headers.get("Authorization"))
+        except AuthError:
+            await _spend(request, _client(request, None))
+            raise
+        subject = identity.subject
+        if subject:
+            request[USER] = subject
+    await _spend(request, _client(request, subject))
+    return await handler(request)
 
 
 # ---------------------------------------------------------------------------
@@ -106,6 +200,10 @@ def _deadline(request: web.Request, limit: float) -> float:
 def _metadata(request: web.Request) -> list[tuple[str, str]]:
     """gRPC metadata for the call: the request id, plus ``Grpc-Metadata-*`` headers."""
     md = [("x-request-id", request[REQUEST_ID])]
+    user = request.get(USER)
+    if user:
+        md.append((IDENTITY_METADATA, user if user.isascii() and user.isprintable()
+                   else quote(user, safe="")))
     for name, value in request.headers.items():
         lower = name.lower()
         if lower.startswith(_METADATA_PREFIX):
@@ -182,7 +280,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
 def create_app(state: GatewayState) -> web.Application:
     app = web.Application(
         client_max_size=state.cfg.max_request_bytes,
-        middlewares=[context],
+        middlewares=[context, cors, guard],
     )
     app[STATE] = state
     table_of = lambda request: request.app[STATE].table  # noqa: E731 - read per request
@@ -191,7 +289,10 @@ def create_app(state: GatewayState) -> web.Application:
     app.router.add_route("*", "/{path:.*}", handle_rpc)
 
     async def close_backend(app: web.Application) -> None:
-        await app[STATE].backend.close()
+        state = app[STATE]
+        await state.backend.close()
+        if state.limiter is not None:
+            await state.limiter.close()
 
     app.on_cleanup.append(close_backend)
     return app

@@ -9,18 +9,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
+import ssl
 import sys
 from typing import Sequence
 
 from aiohttp import web
 
+from . import auth
 from . import config as config_mod
 from . import descriptors
 from .app import GatewayState, create_app
 from .backend import Backend
 from .config import Config, ConfigError
+from .cors import CorsPolicy
 from .descriptors import DescriptorError
+from .ratelimit import RateLimiter, parse_networks
 from .routes import MethodTable
 from .server import GatewayRunner
 
@@ -41,8 +46,39 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def _guards(cfg: Config) -> dict[str, object]:
+    """Authentication, rate limits, CORS and proxies, as the settings ask."""
+    try:
+        authenticator = auth.from_config(cfg)
+    except (auth.AuthConfigError, ValueError) as e:
+        raise StartupError(str(e)) from None
+    limiter = None
+    if cfg.rate_limit_rps > 0:
+        limiter = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst,
+                              costs=cfg.rate_limit_costs, redis_url=cfg.rate_limit_redis_url,
+                              fail=cfg.rate_limit_fail)
+    return {
+        "auth": authenticator, "limiter": limiter,
+        "cors": CorsPolicy(frozenset(cfg.cors_origins), cfg.cors_max_age),
+        "trusted_proxies": parse_networks(cfg.trusted_proxies),
+    }
+
+
+def _report_guards(guards: dict[str, object]) -> None:
+    if guards["auth"] is None:
+        log.warning("AUTHENTICATION IS OFF (--no-auth): anyone who can reach this port "
+                    "can act on Cuebot. Never run like this on a shared network.")
+    limiter = guards["limiter"]
+    if isinstance(limiter, RateLimiter):
+        log.info("rate limit: %g requests/s per client (burst %g)%s", limiter.rate,
+                 limiter.burst, ", shared in Redis" if limiter.redis else "")
+    else:
+        log.warning("rate limiting is off (RATE_LIMIT_RPS=0)")
+
+
 async def build_state(cfg: Config) -> GatewayState:
     """Backend channel, descriptors and method table, ready to serve."""
+    guards = _guards(cfg)
     try:
         backend = Backend(cfg)
     except ConfigError as e:
@@ -64,7 +100,8 @@ async def build_state(cfg: Config) -> GatewayState:
         log.info("not exposed: %s", ", ".join(table.hidden_services))
     for alias, real in table.aliases():
         log.info("alias: /%s/* -> /%s/*", alias, real)
-    return GatewayState(cfg=cfg, backend=backend, table=table)
+    _report_guards(guards)
+    return GatewayState(cfg=cfg, backend=backend, table=table, **guards)  # type: ignore[arg-type]
 
 
 async def _start_sandbox(cfg: Config) -> tuple[Config, object]:
@@ -79,7 +116,40 @@ async def _start_sandbox(cfg: Config) -> tuple[Config, object]:
             settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate))
     except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
         raise StartupError(f"sandbox: {e}") from None
-    return cfg.with_(cuebot_endpoint=sb.endpoint), sb
+    changes: dict[str, object] = {"cuebot_endpoint": sb.endpoint}
+    if not cfg.no_auth and not cfg.jwt_secret and cfg.jwt_secret_file is None:
+        changes["jwt_secret"] = secrets.token_hex(32)  # this run's own; never logged
+    return cfg.with_(**changes), sb
+
+
+SANDBOX_TOKEN_HOURS = 12
+
+
+def _sandbox_banner(cfg: Config, url: str) -> str:
+    """The ready-made token and a curl line, for the person who typed --sandbox."""
+    if cfg.no_auth:
+        return (f"\nSandbox ready at {url} (no authentication).\n"
+                f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
+    secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
+    token = auth.mint(secret, "sandbox-user", SANDBOX_TOKEN_HOURS * 3600,
+                      algorithm=cfg.jwt_algorithms[0])
+    return (f"\nSandbox ready at {url}. A token for it (valid {SANDBOX_TOKEN_HOURS} h):\n"
+            f"  export TOKEN={token}\n"
+            f"  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST "
+            f"{url}/show.ShowInterface/GetShows -d '{{}}'\n")
+
+
+def _tls_context(cfg: Config) -> ssl.SSLContext | None:
+    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(f"TLS_CERT_FILE {cfg.tls_cert_file} / TLS_KEY_FILE "
+                           f"{cfg.tls_key_file}: {getattr(e, 'strerror', None) or e}") from None
+    return ctx
 
 
 async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
@@ -95,6 +165,7 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
 
 
 async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None) -> None:
+    tls = _tls_context(cfg)
     state = await build_state(cfg)
     runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False)
     try:
@@ -106,17 +177,22 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        site = web.TCPSite(runner, cfg.host, cfg.port)
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as e:
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: "
                                f"{e.strerror or e}") from None
+        scheme = "https" if tls else "http"
         for addr in runner.addresses:
             host, port = addr[0], addr[1]
-            log.info("listening on http://%s:%d (Cuebot at %s%s)",
+            log.info("listening on %s://%s:%d (Cuebot at %s%s)", scheme,
                      f"[{host}]" if ":" in host else host, port, cfg.cuebot_endpoint,
                      ", the sandbox" if sandbox else "")
+        if sandbox and runner.addresses:
+            host, port = runner.addresses[0][0], runner.addresses[0][1]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:

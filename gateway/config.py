@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
@@ -129,6 +129,89 @@ def _text(text: str) -> str:
     return text
 
 
+def _secret(text: str) -> str:
+    # taken verbatim, as the Go gateway and CueWeb do: no trimming
+    if not text:
+        raise ValueError("the secret is empty")
+    return text
+
+
+def _algorithms(text: str) -> tuple[str, ...]:
+    names = tuple(n.upper() for n in _names(text))
+    allowed = ("HS256", "HS384", "HS512")
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"expected some of {', '.join(allowed)} (HMAC only), got {text!r}")
+    return names
+
+
+def _claims(text: str) -> tuple[str, ...]:
+    return _names(text)
+
+
+def _rate(text: str) -> float:
+    return _float_range(0, 1_000_000)(text)
+
+
+def _optional_rate(text: str) -> float | None:
+    return None if not text.strip() else _float_range(0, 1_000_000, low_open=True)(text)
+
+
+def _costs(text: str) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in _names(text):
+        pattern, eq, cost = item.rpartition("=")
+        if not eq or not pattern.strip():
+            raise ValueError(f"expected PATTERN=COST items such as "
+                             f"'job.JobInterface/GetJobs=5', got {item!r}")
+        try:
+            value = float(cost)
+        except ValueError:
+            raise ValueError(f"cost of {pattern.strip()!r} is not a number: {cost!r}") from None
+        if not value > 0:
+            raise ValueError(f"cost of {pattern.strip()!r} must be above zero, got {cost}")
+        out.append((pattern.strip(), value))
+    return tuple(out)
+
+
+def _fail_mode(text: str) -> str:
+    t = text.strip().lower()
+    if t not in ("open", "closed"):
+        raise ValueError(f"expected open or closed, got {text!r}")
+    return t
+
+
+def _key_mode(text: str) -> str:
+    t = text.strip().lower()
+    if t not in ("sub", "address", "sub+address"):
+        raise ValueError(f"expected sub, address or sub+address, got {text!r}")
+    return t
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    from .ratelimit import parse_networks
+
+    items = _names(text)
+    parse_networks(items)  # ValueError names the bad entry
+    return items
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    items = _names(text)
+    for o in items:
+        if o != "*" and not re.match(r"https?://[^/\s]+\Z", o):
+            raise ValueError(f"expected origins such as https://cueweb.example.com "
+                             f"(scheme and host, no path) or *, got {o!r}")
+    return items
+
+
+def _seconds(text: str) -> float:
+    t = text.strip()
+    if t in ("0", "0s"):
+        return 0.0
+    return _duration(text)
+
+
 # ---------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------
@@ -142,6 +225,7 @@ class Option:
     help: str
     metavar: str = "VALUE"
     switch: bool = False      # a flag without a value (sets the string "true")
+    secret: bool = False      # never shown: not in --help defaults, not in repr
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -182,6 +266,51 @@ OPTIONS: tuple[Option, ...] = (
            "client private key for mutual TLS (PEM)", "PATH"),
     Option("cuebot_tls_server_name", "CUEBOT_TLS_SERVER_NAME", "--cuebot-tls-server-name",
            _text, None, "name to verify in Cuebot's certificate, if not the host", "NAME"),
+    # -- authentication ------------------------------------------------
+    Option("jwt_secret", "JWT_SECRET", None, _secret, None,
+           "HMAC secret that signs client tokens (environment only, never a flag)",
+           secret=True),
+    Option("jwt_secret_file", "JWT_SECRET_FILE", "--jwt-secret-file", _path, None,
+           "file of HMAC secrets, one per line, all accepted (for rotation)", "PATH"),
+    Option("jwt_algorithms", "JWT_ALGORITHMS", "--jwt-algorithms", _algorithms, ("HS256",),
+           "accepted token algorithms: HS256, HS384, HS512", "ALGS"),
+    Option("jwt_required_claims", "JWT_REQUIRED_CLAIMS", "--jwt-required-claims", _claims,
+           ("sub", "exp"), "claims every token must carry ('' for none)", "CLAIMS"),
+    Option("jwt_leeway", "JWT_LEEWAY", "--jwt-leeway", _seconds, 30.0,
+           "clock skew tolerated on exp, nbf and iat", "DURATION"),
+    Option("jwt_audience", "JWT_AUDIENCE", "--jwt-audience", _text, None,
+           "required aud claim, if set", "AUD"),
+    Option("jwt_issuer", "JWT_ISSUER", "--jwt-issuer", _text, None,
+           "required iss claim, if set", "ISS"),
+    Option("no_auth", None, "--no-auth", _bool, False,
+           "serve without authentication (development only; a loud warning)", switch=True),
+    # -- rate limits ---------------------------------------------------
+    Option("rate_limit_rps", "RATE_LIMIT_RPS", "--rate-limit-rps", _rate, 100.0,
+           "requests per second per client (0 turns limiting off)", "RPS"),
+    Option("rate_limit_burst", "RATE_LIMIT_BURST", "--rate-limit-burst", _optional_rate, None,
+           "bucket size: requests a client may make at once (default: one second's worth)",
+           "N"),
+    Option("rate_limit_costs", "RATE_LIMIT_COSTS", "--rate-limit-costs", _costs, (),
+           "per-method costs, e.g. 'job.JobInterface/GetJobs=5,host.HostInterface/*=2'",
+           "LIST"),
+    Option("rate_limit_key", "RATE_LIMIT_KEY", "--rate-limit-key", _key_mode, "sub",
+           "what a client is: the token's sub, the caller's address, or both", "KEY"),
+    Option("rate_limit_redis_url", "RATE_LIMIT_REDIS_URL", "--rate-limit-redis-url", _text,
+           None, "share buckets across replicas in Redis, e.g. redis://host:6379/0", "URL",
+           secret=True),
+    Option("rate_limit_fail", "RATE_LIMIT_FAIL", "--rate-limit-fail", _fail_mode, "open",
+           "when Redis is unreachable: open (own buckets) or closed (503)", "MODE"),
+    Option("trusted_proxies", "TRUSTED_PROXIES", "--trusted-proxies", _networks, (),
+           "proxies whose X-Forwarded-For is believed (addresses or CIDRs)", "NETS"),
+    # -- browsers and TLS ----------------------------------------------
+    Option("cors_origins", "CORS_ORIGINS", "--cors-origins", _origins, (),
+           "origins allowed to call from a browser (comma-separated, or *)", "ORIGINS"),
+    Option("cors_max_age", "CORS_MAX_AGE", "--cors-max-age", _int_range(0, 86400), 600,
+           "seconds a browser may cache a preflight answer", "SECONDS"),
+    Option("tls_cert_file", "TLS_CERT_FILE", "--tls-cert-file", _path, None,
+           "serve HTTPS with this certificate chain (PEM)", "PATH"),
+    Option("tls_key_file", "TLS_KEY_FILE", "--tls-key-file", _path, None,
+           "private key for TLS_CERT_FILE (PEM)", "PATH"),
     Option("log_level", "LOG_LEVEL", "--log-level", _log_level, "info",
            "debug, info, warning or error", "LEVEL"),
     Option("sandbox", "SANDBOX", "--sandbox", _bool, False,
@@ -221,6 +350,25 @@ class Config:
     cuebot_tls_cert: Path | None = None
     cuebot_tls_key: Path | None = None
     cuebot_tls_server_name: str | None = None
+    jwt_secret: str | None = field(default=None, repr=False)
+    jwt_secret_file: Path | None = None
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_required_claims: tuple[str, ...] = ("sub", "exp")
+    jwt_leeway: float = 30.0
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    no_auth: bool = False
+    rate_limit_rps: float = 100.0
+    rate_limit_burst: float | None = None
+    rate_limit_costs: tuple[tuple[str, float], ...] = ()
+    rate_limit_key: str = "sub"
+    rate_limit_redis_url: str | None = field(default=None, repr=False)
+    rate_limit_fail: str = "open"
+    trusted_proxies: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     log_level: str = "info"
     sandbox: bool = False
     sandbox_db: str = ":memory:"
@@ -273,11 +421,13 @@ def parser() -> argparse.ArgumentParser:
                "a flag wins over its variable.",
     )
     for o in OPTIONS:
+        if o.flag is None:
+            continue  # environment only (secrets: a flag would show in `ps`)
         where = f"env {o.env}; " if o.env else ""
         default = o.default
         if isinstance(default, tuple):
             default = ",".join(default) or "none"
-        shown = "" if default in (None, False) else f"default {default}"
+        shown = "" if default in (None, False, ()) or o.secret else f"default {default}"
         extra = f" ({where}{shown})".replace("; )", ")") if (where or shown) else ""
         if o.switch:
             p.add_argument(o.flag, dest=o.name, action="store_const", const="true",
@@ -294,7 +444,7 @@ def load(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Config:
     args = parser().parse_args(argv)
     values: dict[str, Any] = {}
     for o in OPTIONS:
-        raw, where = getattr(args, o.name), o.flag
+        raw, where = (getattr(args, o.name) if o.flag else None), o.flag
         if raw is None and o.env is not None and o.env in environ:
             raw, where = environ[o.env], o.env
         if raw is None:
@@ -333,4 +483,15 @@ def _checked(values: dict[str, Any]) -> Config:
     values["reflection"] = source == "reflection"
     if (values.get("cuebot_tls_cert") is None) != (values.get("cuebot_tls_key") is None):
         raise ConfigError("mutual TLS needs both CUEBOT_TLS_CERT and CUEBOT_TLS_KEY")
+    if (values.get("tls_cert_file") is None) != (values.get("tls_key_file") is None):
+        raise ConfigError("HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE")
+    if values.get("no_auth") and (values.get("jwt_secret") or values.get("jwt_secret_file")):
+        raise ConfigError("--no-auth contradicts JWT_SECRET / JWT_SECRET_FILE; choose one")
+    rps, burst = values.get("rate_limit_rps") or 0.0, values.get("rate_limit_burst")
+    if rps and burst is not None and burst < 1:
+        raise ConfigError("RATE_LIMIT_BURST must be at least 1")
+    for pattern, cost in values.get("rate_limit_costs") or ():
+        if rps and cost > (burst if burst is not None else max(rps, 1.0)):
+            raise ConfigError(f"RATE_LIMIT_COSTS: {pattern} costs {cost:g}, more than a "
+                              "full bucket (RATE_LIMIT_BURST); it could never be served")
     return Config(**values)

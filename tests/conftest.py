@@ -11,7 +11,7 @@ from gateway.app import create_app
 from gateway.cli import build_state
 from gateway.config import Config
 from gateway.descriptors import Descriptors, load_bundled
-from support import RecordingCuebot
+from support import SECRET, RecordingCuebot, auth_headers
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +31,22 @@ GatewayFactory = Callable[..., Awaitable[TestClient]]
 
 @pytest.fixture
 async def make_gateway(cuebot: RecordingCuebot, aiohttp_client: Any) -> GatewayFactory:
-    """Start a gateway (real HTTP server on loopback) with some settings changed."""
+    """Start a gateway (real HTTP server on loopback) with some settings changed.
 
-    async def make(**settings: Any) -> TestClient:
+    It accepts tokens signed with ``support.SECRET`` and its client sends one
+    with every request (``authorized=False``: a client without one). Rate
+    limits are off unless a test sets ``rate_limit_rps``.
+    """
+
+    async def make(authorized: bool = True, **settings: Any) -> TestClient:
         settings.setdefault("cuebot_endpoint", cuebot.endpoint)
         settings.setdefault("grpc_timeout", 5.0)
+        settings.setdefault("rate_limit_rps", 0)
+        if not settings.get("no_auth"):
+            settings.setdefault("jwt_secret", SECRET)
         state = await build_state(Config().with_(**settings))
-        return await aiohttp_client(create_app(state))
+        headers = auth_headers() if authorized and not settings.get("no_auth") else None
+        return await aiohttp_client(create_app(state), headers=headers)
 
     return make
 

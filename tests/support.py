@@ -27,6 +27,21 @@ from google.protobuf.message import Message
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
+# The secret every test gateway accepts unless a test says otherwise.
+SECRET = "gateway-tests-secret-0123456789abcdef"
+
+
+def token(subject: str = "tester", *, secret: str = SECRET, lifetime: float = 3600,
+          **claims: Any) -> str:
+    """A valid HS256 token, as the REST reference's Python example makes them."""
+    from gateway.auth import mint
+
+    return mint(secret, subject, lifetime, extra=claims)
+
+
+def auth_headers(subject: str = "tester", **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(subject, **claims)}"}
+
 
 @dataclass
 class Call:
@@ -115,14 +130,16 @@ class _Handler(grpc.GenericRpcHandler):
 
 
 async def raw_request(port: int, method: str, target: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+                      headers: dict[str, str] | None = None,
+                      authorized: bool = True) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request with the request-target sent exactly as given.
 
     HTTP client libraries normalise targets such as ``//a/b``; this does not.
     """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    all_headers = {**(auth_headers() if authorized else {}), **(headers or {})}
     head = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}",
-            "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+            "Connection: close", *(f"{k}: {v}" for k, v in all_headers.items())]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
     await writer.drain()
     data = await reader.read()
@@ -163,11 +180,13 @@ def free_port() -> int:
 class GatewayProcess:
     """``python -m gateway`` in a child process, its output collected by a thread."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None,
+    def __init__(self, *args: str, env: dict[str, str | None] | None = None,
                  port: int | None = None) -> None:
         self.port = port or free_port()
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
+                    "JWT_SECRET": SECRET}
         full_env.update(env or {})
+        full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
              "--port", str(self.port), *args],
@@ -218,10 +237,11 @@ class GatewayProcess:
         return self.proc.returncode
 
 
-def run_gateway(*args: str, env: dict[str, str] | None = None,
+def run_gateway(*args: str, env: dict[str, str | None] | None = None,
                 timeout: float = 30) -> subprocess.CompletedProcess:
     """Run ``python -m gateway`` to completion (for start-up failures and --help)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET}
     full_env.update(env or {})
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
