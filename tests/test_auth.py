@@ -416,3 +416,40 @@ def test_no_auth_with_a_secret_is_contradictory() -> None:
 def test_token_helper_makes_accepted_tokens() -> None:
     a = Authenticator(AuthSettings(secrets=(SECRET.encode(),)))
     assert a.authenticate(f"Bearer {token('me')}").subject == "me"
+
+
+# ---------------------------------------------------------------------------
+# --sandbox: a ready-made token for the person who started it
+# ---------------------------------------------------------------------------
+def _banner(gw: Any, timeout: float = 30) -> tuple[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = gw.output
+        if "curl -s" in out:
+            tok = out.split("export TOKEN=", 1)[1].split()[0]
+            curl = next(ln for ln in out.splitlines() if "curl -s" in ln)
+            return tok, curl
+        time.sleep(0.05)
+    raise AssertionError(gw.output)
+
+
+@pytest.mark.parametrize("secret", [None, "my-own-sandbox-secret-0123456789abcdef"])
+def test_sandbox_prints_a_working_token(secret: str | None) -> None:
+    import urllib.request
+
+    from support import GatewayProcess
+
+    gw = GatewayProcess("--sandbox", "--no-dispatch", env={"JWT_SECRET": secret}).wait_ready()
+    try:
+        tok, curl = _banner(gw)
+        assert f"http://127.0.0.1:{gw.port}/show.ShowInterface/GetShows" in curl
+        assert 'Authorization: Bearer $TOKEN' in curl
+        req = urllib.request.Request(f"{gw.url}/show.ShowInterface/GetShows", data=b"{}",
+                                     headers={"Authorization": f"Bearer {tok}"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read())["shows"]["shows"][0]["name"] == "testing"
+        if secret is not None:
+            assert jwt.decode(tok, secret, algorithms=["HS256"])["sub"] == "sandbox-user"
+            assert secret not in gw.output
+    finally:
+        gw.stop()
