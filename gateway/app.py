@@ -1,7 +1,7 @@
 """The HTTP side: middleware, the one generic RPC handler, the app factory.
 
 The path of a request, top to bottom of this file:
-``context`` middleware (request id, error envelope, access line) ->
+``context`` middleware (request id, error envelope, metrics, access line) ->
 ``cors`` (preflights answered here) -> ``guard`` (token, then the client's
 rate limit) -> ``handle_rpc``: method table lookup ->
 ``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
@@ -10,11 +10,12 @@ sits in one object so that a reload can swap it.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from .backend import Backend
 from .config import Config
 from .cors import CorsPolicy
 from .errors import GatewayError
+from .metrics import UNMATCHED, Metrics
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
@@ -49,6 +51,7 @@ class GatewayState:
     limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
     cors: CorsPolicy = CorsPolicy(frozenset())
     trusted_proxies: tuple[Network, ...] = ()
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 STATE = web.AppKey("state", GatewayState)
@@ -58,10 +61,13 @@ USER = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 # headers every reply gets, whatever produced it (rate-limit state, CORS)
 REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestKey")
                  else "reply_headers")
+# request body bytes, once a handler has read the body
+BYTES_IN = web.RequestKey("bytes_in", int) if hasattr(web, "RequestKey") else "bytes_in"
 
 # Served without a token or a rate limit: probes, metrics, the API description.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 OPEN_PREFIXES = ("/docs/static/",)
+_API_MISS = "/api/{tail}"  # resources.add_routes' catch-all: 404/405 under /api
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -84,31 +90,72 @@ IDENTITY_METADATA = "x-opencue-user"  # the token's subject, for Cuebot's logs
 # ---------------------------------------------------------------------------
 @web.middleware
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id in and out, every failure in the JSON envelope, one access line."""
+    """Request id in and out, every failure in the JSON envelope, metrics, one access line."""
     started = time.perf_counter()
+    state = request.app[STATE]
     rid = request.headers.get("X-Request-Id")
     if rid is None or not _REQUEST_ID_OK.match(rid):
         rid = uuid.uuid4().hex
     request[REQUEST_ID] = rid
     request[REPLY_HEADERS] = extra = {}
+    state.metrics.in_flight.inc()
     try:
-        response = await handler(request)
-    except GatewayError as e:
-        response = e.response()
-    except web.HTTPException as e:
-        response = errors.from_http_exception(e).response()
-    except Exception:  # noqa: BLE001 - the client gets an envelope, the log the traceback
-        log.exception("unhandled error serving %s %s (request %s)",
-                      request.method, request.path, rid)
-        response = errors.internal().response()
-    response.headers["X-Request-Id"] = rid
-    if extra:
-        response.headers.update(extra)
+        code = errors.OK
+        try:
+            response = await handler(request)
+        except GatewayError as e:
+            response, code = e.response(), e.code
+        except web.HTTPException as e:
+            err = errors.from_http_exception(e)
+            response, code = err.response(), err.code
+        except Exception:  # noqa: BLE001 - the client gets an envelope, the log the traceback
+            log.exception("unhandled error serving %s %s (request %s)",
+                          request.method, request.path, rid)
+            response, code = errors.internal().response(), errors.INTERNAL
+        if code == errors.OK and response.status >= 400:
+            code = errors.UNKNOWN  # an error reply a handler returned instead of raising
+        response.headers["X-Request-Id"] = rid
+        if extra:
+            response.headers.update(extra)
+    finally:
+        state.metrics.in_flight.dec()
+    _record(request, state, response, code, time.perf_counter() - started)
+    return response
+
+
+def _route_label(request: web.Request, table: MethodTable) -> str:
+    """The route as a metric label: a bounded set, never the raw path of an unknown URL."""
+    path = request.path
+    if path in OPEN_PATHS:
+        return path
+    if path.startswith(OPEN_PREFIXES):
+        return "/docs/static/{file}"
+    resource = getattr(request.match_info.route, "resource", None)
+    template = resource.canonical if resource is not None else ""
+    if template.startswith("/api/") and template != _API_MISS:
+        return template
+    if template == _API_MISS:
+        return UNMATCHED
+    route = table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+    return route.path if route is not None else UNMATCHED
+
+
+def _record(request: web.Request, state: GatewayState, response: web.StreamResponse,
+            code: int, seconds: float) -> None:
+    """The request's metrics and its access line."""
+    route = _route_label(request, state.table)
+    bytes_in = request.get(BYTES_IN)
+    if bytes_in is None:
+        bytes_in = request.content_length or 0
+    body = response.body if isinstance(response, web.Response) else None
+    bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
+                 else response.content_length or 0)
+    state.metrics.observe_request(route, request.method, response.status, errors.code_name(code),
+                                  seconds, bytes_in, bytes_out)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info("%s %s %d %.1fms id=%s user=%s", request.method, request.path,
-                        response.status, (time.perf_counter() - started) * 1000, rid,
+                        response.status, seconds * 1000, request[REQUEST_ID],
                         request.get(USER) or "-")
-    return response
 
 
 @web.middleware
@@ -152,9 +199,14 @@ async def _spend(request: web.Request, client: str) -> None:
         return
     path = request.path
     route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
-    decision = await limiter.check(client, limiter.cost(route.path if route else path))
+    try:
+        decision = await limiter.check(client, limiter.cost(route.path if route else path))
+    except GatewayError:  # Redis down and RATE_LIMIT_FAIL=closed
+        state.metrics.rate_limit_rejection("redis_closed")
+        raise
     request[REPLY_HEADERS].update(decision.headers())
     if not decision.allowed:
+        state.metrics.rate_limit_rejection("limit")
         raise rate_limited(decision)
 
 
@@ -173,7 +225,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if state.auth is not None:
         try:
             identity = state.auth.authenticate(request.headers.get("Authorization"))
-        except AuthError:
+        except AuthError as e:
+            state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
             raise
         subject = identity.subject
@@ -223,9 +276,11 @@ async def _body(request: web.Request, limit: int) -> bytes:
     if length is not None and length > limit:
         raise errors.too_large(limit)
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise errors.too_large(limit) from None
+    request[BYTES_IN] = len(body)
+    return body
 
 
 def caller(request: web.Request) -> str:
@@ -239,11 +294,21 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     The one way to reach the backend, for the RPC routes and the /api ones alike.
     """
     state = request.app[STATE]
+    timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request)
+    started = time.perf_counter()
+    code = "UNKNOWN"
     try:
-        return await route.call(data, timeout=_deadline(request, state.cfg.grpc_timeout),
-                                metadata=_metadata(request))
+        reply = await route.call(data, timeout=timeout, metadata=metadata)
+        code = "OK"
+        return reply
     except grpc.aio.AioRpcError as e:
+        code = errors.status_name(e.code())
         raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    finally:
+        state.metrics.observe_backend(route.path, code, time.perf_counter() - started)
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
@@ -283,6 +348,7 @@ def create_app(state: GatewayState) -> web.Application:
         middlewares=[context, cors, guard],
     )
     app[STATE] = state
+    app.router.add_get("/metrics", state.metrics.handle)
     table_of = lambda request: request.app[STATE].table  # noqa: E731 - read per request
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)

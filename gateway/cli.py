@@ -25,6 +25,7 @@ from .backend import Backend
 from .config import Config, ConfigError
 from .cors import CorsPolicy
 from .descriptors import DescriptorError
+from .metrics import Metrics
 from .ratelimit import RateLimiter, parse_networks
 from .routes import MethodTable
 from .server import GatewayRunner
@@ -78,7 +79,13 @@ def _report_guards(guards: dict[str, object]) -> None:
 
 async def build_state(cfg: Config) -> GatewayState:
     """Backend channel, descriptors and method table, ready to serve."""
+    try:
+        metrics = Metrics.for_process()
+    except ValueError as e:
+        raise StartupError(str(e)) from None
     guards = _guards(cfg)
+    if isinstance(guards["limiter"], RateLimiter):
+        guards["limiter"].on_redis_failure = metrics.redis_failure
     try:
         backend = Backend(cfg)
     except ConfigError as e:
@@ -101,7 +108,9 @@ async def build_state(cfg: Config) -> GatewayState:
     for alias, real in table.aliases():
         log.info("alias: /%s/* -> /%s/*", alias, real)
     _report_guards(guards)
-    return GatewayState(cfg=cfg, backend=backend, table=table, **guards)  # type: ignore[arg-type]
+    metrics.set_descriptors(descs.version, descs.source, len(table.services), len(table.routes))
+    return GatewayState(cfg=cfg, backend=backend, table=table, metrics=metrics,
+                        **guards)  # type: ignore[arg-type]
 
 
 async def _start_sandbox(cfg: Config) -> tuple[Config, object]:

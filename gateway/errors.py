@@ -37,6 +37,9 @@ HTTP_STATUS: dict[int, int] = {
     16: 401,   # UNAUTHENTICATED
 }
 
+OK = 0
+CANCELLED = 1
+UNKNOWN = 2
 INVALID_ARGUMENT = 3
 DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
@@ -46,6 +49,18 @@ UNIMPLEMENTED = 12
 INTERNAL = 13
 UNAVAILABLE = 14
 UNAUTHENTICATED = 16
+
+# gRPC's names of the codes (OK, NOT_FOUND...), for metric labels and the access log
+CODE_NAMES: dict[int, str] = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+def code_name(code: int) -> str:
+    return CODE_NAMES.get(code, "UNKNOWN")
+
+
+def status_name(code: object) -> str:
+    """The name of a ``grpc.StatusCode`` (what ``AioRpcError.code()`` returns)."""
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 class GatewayError(Exception):

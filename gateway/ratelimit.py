@@ -26,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from aiolimiter import AsyncLimiter
 
@@ -197,6 +197,7 @@ class RateLimiter:
         self.local = LocalBuckets(self.rate, self.burst)
         self.redis = RedisBuckets(redis_url, self.rate, self.burst) if redis_url else None
         self.redis_failures = 0
+        self.on_redis_failure: Callable[[], None] | None = None  # the metrics' counter
         self.rejected = 0
         self._redis_down_until = 0.0
         self._warned_at = -_WARN_EVERY
@@ -235,6 +236,8 @@ class RateLimiter:
 
     def _redis_failed(self, exc: Exception) -> None:
         self.redis_failures += 1
+        if self.on_redis_failure is not None:
+            self.on_redis_failure()
         now = time.monotonic()
         self._redis_down_until = now + REDIS_RETRY_AFTER
         if now - self._warned_at >= _WARN_EVERY:

@@ -21,7 +21,8 @@ from gateway import __version__
 from support import ROOT
 
 BUILD_TIMEOUT = 60  # seconds: an offline wheel build takes about one
-REQUIRED = ("aiohttp", "grpcio", "grpcio-reflection", "protobuf", "orjson", "pyjwt", "aiolimiter")
+REQUIRED = ("aiohttp", "grpcio", "grpcio-reflection", "protobuf", "orjson", "pyjwt", "aiolimiter",
+            "prometheus-client")
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
                                     "*.pyc", ".pytest_cache", ".hypothesis")
 

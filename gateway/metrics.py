@@ -1,0 +1,208 @@
+"""Prometheus metrics: what the gateway counts, and ``GET /metrics`` to read them.
+
+One ``Metrics`` object per app, with its own ``CollectorRegistry``: the tests
+build many apps in one process, and a process-global registry would mix their
+counts (and refuse the second registration of a name).
+
+Label values are bounded by construction: ``route`` is a canonical RPC path,
+an ``/api`` route template, an open path or ``unmatched`` (never the raw path
+of an unknown URL), ``method`` is one of a fixed set, reasons and outcomes are
+short fixed words. A client cannot grow the number of series.
+
+Several worker processes behind one port (a supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` for them) each see a share of the requests, so a
+scrape must add up all of them: in that mode every value lives in
+prometheus_client's per-process files in that directory and ``/metrics``
+answers with ``MultiProcessCollector``'s sum over them. The variable is
+prometheus_client's own contract with whoever starts the workers (the library
+reads it too), not a gateway setting, so it is not in ``config.OPTIONS``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "opencue_gateway"
+UNMATCHED = "unmatched"
+
+# A request's whole life and its Cuebot call; GRPC_TIMEOUT defaults to 30 s.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# 64 B to 1 GiB (MAX_RESPONSE_BYTES' default), by factors of four.
+SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
+RATE_LIMIT_REASONS = ("limit", "redis_closed")
+
+
+class _LiveOnly:
+    """The multiprocess collector's view, without superseded descriptor versions.
+
+    A label set cannot be removed from the per-process files, so a replaced
+    descriptor version is set to 0 there and left out here.
+    """
+
+    def __init__(self, inner: MultiProcessCollector, info_name: str) -> None:
+        self._inner = inner
+        self._info = info_name
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._inner.collect():
+            if metric.name == self._info:
+                metric.samples = [s for s in metric.samples if s.value != 0]
+            yield metric
+
+
+def _use_multiprocess_values() -> None:
+    """Make new metric values file-backed, even if prometheus_client was imported first.
+
+    prometheus_client picks its value class once, at import, from the
+    environment. A worker forked from a parent that imported it before the
+    supervisor set ``PROMETHEUS_MULTIPROC_DIR`` would otherwise count in
+    memory only, invisible to the other workers' scrapes.
+    """
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()
+
+
+class Metrics:
+    """Every metric of one gateway app; the request path calls the methods below."""
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        """Per-app metrics; with ``multiprocess_dir``, this process's share of the workers'.
+
+        ``multiprocess_dir`` must be this process's ``PROMETHEUS_MULTIPROC_DIR``:
+        prometheus_client writes where that variable points.
+        """
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            if os.environ.get(MULTIPROC_ENV) != multiprocess_dir:
+                raise ValueError(f"multiprocess metrics need {MULTIPROC_ENV}={multiprocess_dir} "
+                                 "in this process's environment")
+            if not os.path.isdir(multiprocess_dir):
+                raise ValueError(f"{MULTIPROC_ENV} {multiprocess_dir}: not a directory")
+            _use_multiprocess_values()
+        own = None if multiprocess_dir is not None else CollectorRegistry(auto_describe=True)
+        p = PREFIX
+
+        self.requests = Counter(
+            f"{p}_requests", "HTTP requests answered, by route, method, status and gRPC code "
+            "(status 499 / CANCELLED: the client went away first)",
+            ("route", "method", "status", "grpc_code"), registry=own)
+        self.request_seconds = Histogram(
+            f"{p}_request_duration_seconds", "whole request, first byte in to last byte out",
+            ("route",), buckets=LATENCY_BUCKETS, registry=own)
+        self.backend_seconds = Histogram(
+            f"{p}_backend_duration_seconds", "each Cuebot call, by route and gRPC status",
+            ("route", "grpc_code"), buckets=LATENCY_BUCKETS, registry=own)
+        self.request_bytes = Histogram(
+            f"{p}_request_size_bytes", "request body bytes", ("route",),
+            buckets=SIZE_BUCKETS, registry=own)
+        self.response_bytes = Histogram(
+            f"{p}_response_size_bytes", "reply body bytes as sent", ("route",),
+            buckets=SIZE_BUCKETS, registry=own)
+        self.in_flight = Gauge(
+            f"{p}_requests_in_flight", "requests being served now (a scrape counts itself)",
+            registry=own, multiprocess_mode="livesum")
+        self.auth_failures = Counter(
+            f"{p}_auth_failures", "refused credentials, by reason", ("reason",), registry=own)
+        self.rate_limited = Counter(
+            f"{p}_rate_limit_rejections", "requests refused by the rate limiter: limit "
+            "(429) or redis_closed (503, Redis down with RATE_LIMIT_FAIL=closed)",
+            ("reason",), registry=own)
+        self.redis_failures = Counter(
+            f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
+            registry=own)
+        self.reloads = Counter(
+            f"{p}_descriptor_reloads", "descriptor reloads, by outcome", ("outcome",),
+            registry=own)
+        self.descriptors = Gauge(
+            f"{p}_descriptors_info", "the descriptors being served (always 1)",
+            ("version", "source"), registry=own, multiprocess_mode="livemax")
+        self.services = Gauge(
+            f"{p}_descriptor_services", "services exposed", registry=own,
+            multiprocess_mode="livemax")
+        self.methods = Gauge(
+            f"{p}_descriptor_methods", "RPC methods exposed", registry=own,
+            multiprocess_mode="livemax")
+        for outcome in RELOAD_OUTCOMES:
+            self.reloads.labels(outcome)
+        for reason in RATE_LIMIT_REASONS:
+            self.rate_limited.labels(reason)
+        self._descriptor_labels: tuple[str, str] | None = None
+
+        if multiprocess_dir is None:
+            assert own is not None
+            self.registry = own
+        else:
+            self.registry = CollectorRegistry(auto_describe=False)
+            self.registry.register(_LiveOnly(MultiProcessCollector(None, multiprocess_dir),
+                                             f"{p}_descriptors_info"))
+
+    @classmethod
+    def for_process(cls) -> "Metrics":
+        """Per-app metrics, or shared-file ones when a supervisor set up workers."""
+        return cls(os.environ.get(MULTIPROC_ENV) or None)
+
+    # -- the request path ------------------------------------------------
+    def observe_request(self, route: str, method: str, status: int, grpc_code: str,
+                        seconds: float, bytes_in: int, bytes_out: int) -> None:
+        self.requests.labels(route, method if method in HTTP_METHODS else "other",
+                             str(status), grpc_code).inc()
+        self.request_seconds.labels(route).observe(seconds)
+        self.request_bytes.labels(route).observe(bytes_in)
+        self.response_bytes.labels(route).observe(bytes_out)
+
+    def observe_backend(self, route: str, grpc_code: str, seconds: float) -> None:
+        self.backend_seconds.labels(route, grpc_code).observe(seconds)
+
+    def auth_failure(self, reason: str) -> None:
+        self.auth_failures.labels(reason).inc()
+
+    def rate_limit_rejection(self, reason: str) -> None:
+        self.rate_limited.labels(reason).inc()
+
+    def redis_failure(self) -> None:
+        self.redis_failures.inc()
+
+    # -- descriptors ------------------------------------------------------
+    def record_reload(self, outcome: str) -> None:
+        """Count one reload: ``ok`` (new table in), ``failed`` or ``unchanged``."""
+        if outcome not in RELOAD_OUTCOMES:
+            raise ValueError(f"reload outcome must be one of {', '.join(RELOAD_OUTCOMES)}, "
+                             f"got {outcome!r}")
+        self.reloads.labels(outcome).inc()
+
+    def set_descriptors(self, version: str, source: str, services: int, methods: int) -> None:
+        """The descriptors now served; replaces what the previous call said."""
+        labels = (str(version), str(source))
+        old = self._descriptor_labels
+        if old is not None and old != labels:
+            self.descriptors.labels(*old).set(0)
+            if self.multiprocess_dir is None:
+                self.descriptors.remove(*old)
+        self.descriptors.labels(*labels).set(1)
+        self._descriptor_labels = labels
+        self.services.set(services)
+        self.methods.set(methods)
+
+    # -- exposition -------------------------------------------------------
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its content type (OpenMetrics if the scraper asks for it)."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """``GET /metrics``."""
+        body, content_type = self.exposition(request.headers.get("Accept"))
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
