@@ -29,6 +29,7 @@ from .backend import Backend
 from .config import Config
 from .cors import CorsPolicy
 from .errors import GatewayError
+from .logs import AccessEntry
 from .metrics import UNMATCHED, Metrics
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
@@ -90,7 +91,14 @@ IDENTITY_METADATA = "x-opencue-user"  # the token's subject, for Cuebot's logs
 # ---------------------------------------------------------------------------
 @web.middleware
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id in and out, every failure in the JSON envelope, metrics, one access line."""
+    """Request id in and out, every failure in the JSON envelope, metrics, one access line.
+
+    The reply is written here, not after the middleware returns, so that the
+    duration covers sending it and a client that hangs up while it is sent
+    is seen: that request, like one whose client left while the handler ran
+    (aiohttp cancels the handler), is logged and counted as 499 CANCELLED,
+    at info level: a client's choice, not a server error.
+    """
     started = time.perf_counter()
     state = request.app[STATE]
     rid = request.headers.get("X-Request-Id")
@@ -99,8 +107,9 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = rid
     request[REPLY_HEADERS] = extra = {}
     state.metrics.in_flight.inc()
+    response: web.StreamResponse | None = None
+    status, code = 0, errors.OK
     try:
-        code = errors.OK
         try:
             response = await handler(request)
         except GatewayError as e:
@@ -117,9 +126,21 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         response.headers["X-Request-Id"] = rid
         if extra:
             response.headers.update(extra)
+        status = response.status
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
+            status, code = 499, errors.CANCELLED
+    except asyncio.CancelledError:
+        status, code = 499, errors.CANCELLED
+        raise
+    except BaseException:  # a bug past the envelope; aiohttp answers 500 and logs it
+        status, code = 500, errors.INTERNAL
+        raise
     finally:
         state.metrics.in_flight.dec()
-    _record(request, state, response, code, time.perf_counter() - started)
+        _record(request, state, response, status, code, time.perf_counter() - started)
     return response
 
 
@@ -140,22 +161,29 @@ def _route_label(request: web.Request, table: MethodTable) -> str:
     return route.path if route is not None else UNMATCHED
 
 
-def _record(request: web.Request, state: GatewayState, response: web.StreamResponse,
-            code: int, seconds: float) -> None:
+def _record(request: web.Request, state: GatewayState, response: web.StreamResponse | None,
+            status: int, code: int, seconds: float) -> None:
     """The request's metrics and its access line."""
     route = _route_label(request, state.table)
+    code_name = errors.code_name(code)
     bytes_in = request.get(BYTES_IN)
     if bytes_in is None:
         bytes_in = request.content_length or 0
-    body = response.body if isinstance(response, web.Response) else None
-    bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
-                 else response.content_length or 0)
-    state.metrics.observe_request(route, request.method, response.status, errors.code_name(code),
-                                  seconds, bytes_in, bytes_out)
+    bytes_out = 0
+    if response is not None:
+        body = response.body if isinstance(response, web.Response) else None
+        bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
+                     else response.content_length or 0)
+    state.metrics.observe_request(route, request.method, status, code_name, seconds,
+                                  bytes_in, bytes_out)
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info("%s %s %d %.1fms id=%s user=%s", request.method, request.path,
-                        response.status, seconds * 1000, request[REQUEST_ID],
-                        request.get(USER) or "-")
+        access_log.info(AccessEntry(
+            request_id=request[REQUEST_ID], user=request.get(USER),
+            client=client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                                  state.trusted_proxies),
+            method=request.method, path=request.path, route=route, status=status,
+            grpc_code=code_name, bytes_in=bytes_in, bytes_out=bytes_out,
+            duration_ms=seconds * 1000))
 
 
 @web.middleware

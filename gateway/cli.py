@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import auth
 from . import config as config_mod
-from . import descriptors
+from . import descriptors, logs
 from .app import GatewayState, create_app
 from .backend import Backend
 from .config import Config, ConfigError
@@ -37,14 +37,8 @@ class StartupError(Exception):
     """The gateway cannot start; the message says why."""
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # aiohttp's own access log is replaced by gateway.access
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 def _guards(cfg: Config) -> dict[str, object]:
@@ -214,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(cfg.log_level)
+    _setup_logging(cfg.log_level, cfg.log_format)
     try:
         asyncio.run(serve(cfg))
     except StartupError as e:

@@ -118,6 +118,13 @@ def _log_level(text: str) -> str:
     return t
 
 
+def _log_format(text: str) -> str:
+    t = text.strip().lower()
+    if t not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {text!r}")
+    return t
+
+
 def _source(text: str) -> str:
     t = text.strip().lower()
     if t not in ("bundled", "file", "reflection", "proto"):
@@ -313,6 +320,8 @@ OPTIONS: tuple[Option, ...] = (
            "private key for TLS_CERT_FILE (PEM)", "PATH"),
     Option("log_level", "LOG_LEVEL", "--log-level", _log_level, "info",
            "debug, info, warning or error", "LEVEL"),
+    Option("log_format", "LOG_FORMAT", "--log-format", _log_format, "text",
+           "log lines as text or as one JSON object per line", "FORMAT"),
     Option("sandbox", "SANDBOX", "--sandbox", _bool, False,
            "start the embedded Cuebot stand-in on a free loopback port and serve it "
            "(ignores CUEBOT_ENDPOINT)", switch=True),
@@ -370,6 +379,7 @@ class Config:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     log_level: str = "info"
+    log_format: str = "text"
     sandbox: bool = False
     sandbox_db: str = ":memory:"
     demo: bool = False

@@ -48,7 +48,16 @@ class _EnvelopeServer(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer protocol errors in JSON."""
+    """``web.AppRunner`` whose connections answer protocol errors in JSON.
+
+    A client that disconnects cancels its handler, and with it the Cuebot
+    call (as the Go gateway's request context does), instead of Cuebot's
+    answer being computed for nobody; the request is logged as 499.
+    """
+
+    def __init__(self, app: web.Application, **kwargs: object) -> None:
+        kwargs.setdefault("handler_cancellation", True)
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
