@@ -1,7 +1,8 @@
 """The HTTP side: middleware, the one generic RPC handler, the app factory.
 
 The path of a request, top to bottom of this file:
-``context`` middleware (request id, error envelope, metrics, access line) ->
+``context`` middleware (request id, error envelope, size cap, gzip, metrics,
+access line) ->
 ``cors`` (preflights answered here) -> ``guard`` (token, then the client's
 rate limit) -> ``handle_rpc``: method table lookup ->
 ``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
@@ -23,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import errors, openapi, resources
+from . import compression, errors, openapi, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -123,9 +124,11 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             response, code = errors.internal().response(), errors.INTERNAL
         if code == errors.OK and response.status >= 400:
             code = errors.UNKNOWN  # an error reply a handler returned instead of raising
+        response, code = _capped(request, response, code, state.cfg.max_response_bytes)
         response.headers["X-Request-Id"] = rid
         if extra:
             response.headers.update(extra)
+        await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
         status = response.status
         try:
             await response.prepare(request)
@@ -142,6 +145,19 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         _record(request, state, response, status, code, time.perf_counter() - started)
     return response
+
+
+def _capped(request: web.Request, response: web.StreamResponse, code: int,
+            limit: int) -> tuple[web.StreamResponse, int]:
+    """The reply, or a 502 naming MAX_RESPONSE_BYTES instead of a body over it."""
+    body = response.body if isinstance(response, web.Response) else None
+    if not isinstance(body, (bytes, bytearray)) or len(body) <= limit:
+        return response, code
+    log.warning("reply to %s %s (request %s) is %d bytes, over MAX_RESPONSE_BYTES (%d); "
+                "answered 502", request.method, request.path, request[REQUEST_ID],
+                len(body), limit)
+    err = errors.response_too_large(len(body), limit)
+    return err.response(), err.code
 
 
 def _route_label(request: web.Request, table: MethodTable) -> str:

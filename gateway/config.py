@@ -67,6 +67,11 @@ def _size(text: str) -> int:
     return value
 
 
+def _size_or_zero(text: str) -> int:
+    """A byte count where 0 means "off"."""
+    return 0 if text.strip() == "0" else _size(text)
+
+
 def _float_range(lo: float, hi: float, *, low_open: bool = False) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
@@ -263,6 +268,10 @@ OPTIONS: tuple[Option, ...] = (
            _int_range(1, 4095), 256, "largest Cuebot reply accepted, in MB", "MB"),
     Option("max_request_bytes", "MAX_REQUEST_BYTES", "--max-request-bytes", _size,
            8 * 1024**2, "largest HTTP request body accepted (413 above)", "SIZE"),
+    Option("max_response_bytes", "MAX_RESPONSE_BYTES", "--max-response-bytes", _size,
+           1024**3, "largest reply body sent, before compression (502 above)", "SIZE"),
+    Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
+           "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
     Option("cuebot_tls", "CUEBOT_TLS", "--cuebot-tls", _bool, False,
            "connect to Cuebot with TLS (implied by --cuebot-tls-ca)", switch=True),
     Option("cuebot_tls_ca", "CUEBOT_TLS_CA", "--cuebot-tls-ca", _path, None,
@@ -354,6 +363,8 @@ class Config:
     grpc_timeout: float = 30.0
     grpc_max_recv_msg_mb: int = 256
     max_request_bytes: int = 8 * 1024**2
+    max_response_bytes: int = 1024**3
+    gzip_min_bytes: int = 1024
     cuebot_tls: bool = False
     cuebot_tls_ca: Path | None = None
     cuebot_tls_cert: Path | None = None

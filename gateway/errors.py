@@ -110,6 +110,20 @@ def too_large(limit: int) -> GatewayError:
     )
 
 
+def response_too_large(size: int, limit: int) -> GatewayError:
+    """A reply the gateway will not send: 502, code RESOURCE_EXHAUSTED.
+
+    The same pair as a Cuebot reply over GRPC_MAX_RECV_MSG_MB (see
+    ``from_rpc_error``): a size limit was exhausted (8, not INTERNAL: nothing
+    is broken, and a client can ask for less), and the fault is on the
+    gateway's upstream side (502, not 429, which would say "slow down").
+    """
+    return GatewayError(
+        502, RESOURCE_EXHAUSTED,
+        f"reply larger than MAX_RESPONSE_BYTES ({limit} bytes): {size} bytes of JSON",
+    )
+
+
 def internal(message: str = "internal error") -> GatewayError:
     return GatewayError(500, INTERNAL, message)
 

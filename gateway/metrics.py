@@ -107,7 +107,7 @@ class Metrics:
             f"{p}_request_size_bytes", "request body bytes", ("route",),
             buckets=SIZE_BUCKETS, registry=own)
         self.response_bytes = Histogram(
-            f"{p}_response_size_bytes", "reply body bytes as sent", ("route",),
+            f"{p}_response_size_bytes", "reply body bytes as sent (after gzip)", ("route",),
             buckets=SIZE_BUCKETS, registry=own)
         self.in_flight = Gauge(
             f"{p}_requests_in_flight", "requests being served now (a scrape counts itself)",
