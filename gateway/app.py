@@ -94,11 +94,13 @@ IDENTITY_METADATA = "x-opencue-user"  # the token's subject, for Cuebot's logs
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id in and out, every failure in the JSON envelope, metrics, one access line.
 
-    The reply is written here, not after the middleware returns, so that the
-    duration covers sending it and a client that hangs up while it is sent
-    is seen: that request, like one whose client left while the handler ran
-    (aiohttp cancels the handler), is logged and counted as 499 CANCELLED,
-    at info level: a client's choice, not a server error.
+    A reply with a body in memory is written here, not after the middleware
+    returns, so that the duration covers sending it and a client that hangs
+    up while it is sent is seen: that request, like one whose client left
+    while the handler ran (aiohttp cancels the handler), is logged and
+    counted as 499 CANCELLED, at info level: a client's choice, not a server
+    error. Files (``FileResponse`` cannot be prepared twice) and streams are
+    left for aiohttp to send, after this line is logged.
     """
     started = time.perf_counter()
     state = request.app[STATE]
@@ -130,11 +132,12 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             response.headers.update(extra)
         await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
         status = response.status
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
-            status, code = 499, errors.CANCELLED
+        if isinstance(response, web.Response):  # a file or a stream is aiohttp's to send
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
+                status, code = 499, errors.CANCELLED
     except asyncio.CancelledError:
         status, code = 499, errors.CANCELLED
         raise

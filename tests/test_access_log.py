@@ -260,3 +260,29 @@ async def test_tokens_and_secrets_never_logged(cuebot: RecordingCuebot, fmt: str
     assert "script-user" in out  # the subject is logged, the token is not
     if fmt == "json":
         assert all(json.loads(line) for line in out.splitlines() if line.strip())
+
+
+async def test_static_files_are_sent_and_logged(make_gateway: Any,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A FileResponse is left for aiohttp to send (it cannot be prepared twice).
+
+    Its line is logged before it is sent, so without its size: bytes_out 0.
+    """
+    from pathlib import Path
+
+    import swagger_ui_bundle
+
+    gw = await make_gateway(authorized=False)
+    names = ("swagger-ui.css", "swagger-ui-bundle.js")
+    with caplog.at_level(logging.INFO):
+        bodies = []
+        for name in names:
+            resp = await gw.get(f"/docs/static/{name}")
+            assert resp.status == 200
+            bodies.append(await resp.read())
+    for name, body in zip(names, bodies):
+        assert body == (Path(swagger_ui_bundle.swagger_ui_path) / name).read_bytes()
+    entries = [_json(r) for r in _access(caplog)]
+    assert [(e["status"], e["route"], e["bytes_out"]) for e in entries] == \
+        [(200, "/docs/static/{file}", 0)] * len(names)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
