@@ -19,6 +19,7 @@ them: no RPC creates hosts. One story runs on the demo farm (the shared
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from dataclasses import replace
@@ -551,3 +552,49 @@ async def test_the_books_balance_on_the_demo_farm(sandbox: Any, make_gateway: An
         await story.step(RUN)
     assert await story.counts(job) == {"SUCCEEDED": 20}
     assert (await story.job(job))["state"] == "FINISHED"
+
+
+# ---------------------------------------------------------------------------
+# the README's demo does what the README says
+# ---------------------------------------------------------------------------
+def _readme_demo() -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+    """The Demo section's curl calls: (path, body) each, in order, and its text."""
+    from support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Demo\n"):]
+    section = section[:section.index("\n## ", 1)]
+    calls = []
+    for line in section.splitlines():
+        if line.startswith("curl "):
+            path = re.search(r"localhost:8448(/\S+)", line).group(1)
+            assert '-H "Authorization: Bearer $TOKEN"' in line, line
+            inline = re.search(r"-d '(.*)'$", line)
+            calls.append((path, orjson.loads(inline.group(1)) if inline else None))
+    heredoc = re.search(r"<<'EOF'\n(.*?)\nEOF\n", section, re.S).group(1)
+    return section, [(p, b if b is not None else orjson.loads(heredoc)) for p, b in calls]
+
+
+async def test_the_readme_demo(sandbox: Any, make_gateway: Any) -> None:
+    """Its calls, polled as a person would while renders of 5 to 20 s end one by one."""
+    section, calls = _readme_demo()
+    (submit, submit_body), (listing, listing_body), (frames, frames_body) = calls
+    story = Story(await make_gateway(cuebot_endpoint=sandbox.endpoint), sandbox)
+    sandbox.dispatcher.settings = DispatchSettings(run_seconds=(5.0, 20.0))
+    answer = await story.rpc(submit, submit_body)
+    assert f"It answers `{orjson.dumps(answer).decode()}`" in section
+    order = ["WAITING", "RUNNING", "SUCCEEDED"]
+    seen: dict[str, list[str]] = {}
+    for _ in range(10):
+        (job,) = (await story.rpc(listing, listing_body))["jobs"]["jobs"]
+        if job["state"] == "FINISHED":
+            break
+        for f in (await story.rpc(frames, frames_body))["frames"]["frames"]:
+            if seen.setdefault(f["name"], [])[-1:] != [f["state"]]:
+                seen[f["name"]].append(f["state"])
+        await story.step(5)
+    assert job["state"] == "FINISHED" and job["jobStats"]["succeededFrames"] == 10
+    assert len(seen) == 10 and all(s == order[:len(s)] for s in seen.values()), seen
+    assert sum(s == order for s in seen.values()) >= 3    # seen through all three states
+    await story.rpc(frames, frames_body, status=500)      # the name is given up…
+    assert (await story.rpc(submit, submit_body)) == answer   # …and can be launched again
