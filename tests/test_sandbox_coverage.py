@@ -3,9 +3,10 @@
 The sandbox implements every read RPC CueWeb calls (opencue_clients.md
 §3.6, the methods marked R) and every RPC the user's REST reference shows
 that exists in the protos; the one exception is Cuebot's own gap,
-FacilityInterface/GetAllocations, which Cuebot leaves unimplemented too. Every
-other method of a served interface answers UNIMPLEMENTED in Cuebot's words,
-checked here by calling each one over gRPC.
+FacilityInterface/GetAllocations, which Cuebot leaves unimplemented too.
+Every other method of a served interface answers UNIMPLEMENTED in Cuebot's
+words, and a method nothing serves is "Method not found" as grpc-java words
+it; both are checked by calling them over gRPC.
 """
 from __future__ import annotations
 
@@ -101,3 +102,22 @@ async def test_the_rest_answer_unimplemented_in_cuebots_words(sandbox: Any) -> N
     finally:
         await channel.close()
     assert missing > 0
+
+
+async def test_methods_nothing_serves_are_not_found_as_in_cuebot(sandbox: Any) -> None:
+    """The reference's Owner.SetMaxCores and Proc.GetProc, and the unserved monitoring API."""
+    channel = grpc.aio.insecure_channel(sandbox.endpoint)
+    try:
+        for path in ("host.OwnerInterface/SetMaxCores", "host.ProcInterface/GetProc",
+                     "monitoring.MonitoringInterface/GetFrameHistory"):
+            call = channel.unary_unary(f"/{path}", request_serializer=lambda b: b,
+                                       response_deserializer=lambda b: b)
+            try:
+                await call(b"", timeout=5)
+            except grpc.aio.AioRpcError as e:
+                assert (e.code(), e.details()) == (grpc.StatusCode.UNIMPLEMENTED,
+                                                   f"Method not found: {path}")
+            else:
+                raise AssertionError(f"{path} answered")
+    finally:
+        await channel.close()
