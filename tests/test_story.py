@@ -494,6 +494,11 @@ async def test_caps_and_priority(story: Story) -> None:
         "maxCores"] == 2
     await story.step(10)                                              # the group allows one
     assert await story.counts(first) == {"SUCCEEDED": 2, "RUNNING": 1, "WAITING": 5}
+    # two renders of 10 s on 2 cores: 20 core-seconds each, five frames still to go
+    stats = await story.stats(first)
+    assert (stats["avgCoreSec"], stats["remainingCoreSec"], stats["highFrameSec"],
+            stats["avgFrameSec"]) == (20, "100", 10, 0)   # Cuebot never fills avgFrameSec
+    assert (await story.layers(first))["render"]["layerStats"]["avgFrameSec"] == 10
     assert (await story.rpc("/job.GroupInterface/GetGroup", {"id": root["id"]}))["group"][
         "groupStats"]["reservedCores"] == 2
 
