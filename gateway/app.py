@@ -22,7 +22,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import errors, openapi, resources
+from . import dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -34,6 +34,7 @@ from .transcode import DecodeError, EncodeError
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
+dev_log = logging.getLogger("gateway.dev")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,6 +50,9 @@ class GatewayState:
     limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
     cors: CorsPolicy = CorsPolicy(frozenset())
     trusted_proxies: tuple[Network, ...] = ()
+    reloader: "reload.Reloader | None" = None      # made by create_app
+    readiness: "health.Readiness | None" = None    # made by create_app
+    draining: bool = False                         # shutting down: /readyz says 503
 
 
 STATE = web.AppKey("state", GatewayState)
@@ -104,11 +108,26 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers["X-Request-Id"] = rid
     if extra:
         response.headers.update(extra)
+    if request.app[STATE].cfg.dev:
+        _dev_reply(request, response, started)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info("%s %s %d %.1fms id=%s user=%s", request.method, request.path,
                         response.status, (time.perf_counter() - started) * 1000, rid,
                         request.get(USER) or "-")
     return response
+
+
+def _dev_reply(request: web.Request, response: web.StreamResponse, started: float) -> None:
+    """--dev: a line summing up the reply, and the reply indented."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return
+    body = response.body
+    if not isinstance(body, (bytes, bytearray)) or not body or response.headers.get(
+            "Content-Encoding"):
+        return
+    dev_log.info("%s %s -> %d %s (%.1f ms)", request.method, request.path, response.status,
+                 dev.summary(bytes(body)), (time.perf_counter() - started) * 1000)
+    response.body = dev.pretty(bytes(body))
 
 
 @web.middleware
@@ -252,6 +271,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
     path = request.path
     if "//" in path:
         path = _SLASHES.sub("/", path)
+    request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
     route = table.lookup(path)
     if route is None:
         if table.is_streaming(path):
@@ -283,13 +303,27 @@ def create_app(state: GatewayState) -> web.Application:
         middlewares=[context, cors, guard],
     )
     app[STATE] = state
-    table_of = lambda request: request.app[STATE].table  # noqa: E731 - read per request
+    if state.reloader is None:
+        state.reloader = reload.Reloader(state)
+    if state.readiness is None:
+        state.readiness = health.Readiness(state.backend)
+
+    def table_of(request: web.Request) -> MethodTable:
+        """The table a request uses, read once; its version goes in the reply."""
+        table = request.app[STATE].table
+        request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
+        return table
+
+    health.add_routes(app)
+    reload.add_routes(app)
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
     app.router.add_route("*", "/{path:.*}", handle_rpc)
 
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
+        if state.reloader is not None:
+            await state.reloader.close()
         await state.backend.close()
         if state.limiter is not None:
             await state.limiter.close()

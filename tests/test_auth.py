@@ -360,7 +360,7 @@ async def test_client_cannot_forge_the_identity_metadata(gateway: TestClient,
 
 
 async def test_no_auth_serves_without_tokens(make_gateway: Any, cuebot: RecordingCuebot) -> None:
-    gw = await make_gateway(no_auth=True, jwt_secret=None)
+    gw = await make_gateway(no_auth=True, dev=True, jwt_secret=None)
     resp = await gw.post(GET_SHOWS)
     assert resp.status == 200
     assert "x-opencue-user" not in cuebot.calls[0].metadata
