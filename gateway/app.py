@@ -64,8 +64,11 @@ REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestK
                  else "reply_headers")
 
 # Served without a token or a rate limit: probes, metrics, the API description.
+# Decided by the route a request matched, not by its path text, so that no
+# spelling of a path (dots, escapes, another verb) can reach anything else open.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
-OPEN_PREFIXES = ("/docs/static/",)
+OPEN_PREFIXES = ("/docs/static",)
+OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -146,8 +149,9 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+def _is_open(request: web.Request) -> bool:
+    resource = getattr(request.match_info.route, "resource", None)
+    return resource is not None and resource in request.app[OPEN_RESOURCES]
 
 
 def _client(request: web.Request, subject: str | None) -> str:
@@ -185,7 +189,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     gateway answers. A refused token still spends from the caller's address
     bucket: guessing tokens is rate limited too.
     """
-    if _is_open(request.path):
+    if _is_open(request):
         return await handler(request)
     state = request.app[STATE]
     subject = None
@@ -319,6 +323,9 @@ def create_app(state: GatewayState) -> web.Application:
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
     app.router.add_route("*", "/{path:.*}", handle_rpc)
+    app[OPEN_RESOURCES] = frozenset(
+        r for r in app.router.resources()
+        if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
 
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
