@@ -173,9 +173,12 @@ async def _spend(request: web.Request, client: str) -> None:
     limiter = state.limiter
     if limiter is None:
         return
-    path = request.path
-    route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
-    decision = await limiter.check(client, limiter.cost(route.path if route else path))
+    cost = 1.0
+    if limiter.priced:  # per-method costs: priced by the canonical path of the RPC
+        path = request.path
+        route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+        cost = limiter.cost(route.path if route else path)
+    decision = await limiter.check(client, cost)
     request[REPLY_HEADERS].update(decision.headers())
     if not decision.allowed:
         raise rate_limited(decision)
