@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import compression, errors, openapi, resources
+from . import compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -38,6 +38,7 @@ from .transcode import DecodeError, EncodeError
 
 log = logging.getLogger("gateway")
 access_log = logging.getLogger("gateway.access")
+dev_log = logging.getLogger("gateway.dev")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -54,6 +55,9 @@ class GatewayState:
     cors: CorsPolicy = CorsPolicy(frozenset())
     trusted_proxies: tuple[Network, ...] = ()
     metrics: Metrics = field(default_factory=Metrics)
+    reloader: "reload.Reloader | None" = None      # made by create_app
+    readiness: "health.Readiness | None" = None    # made by create_app
+    draining: bool = False                         # shutting down: /readyz says 503
 
 
 STATE = web.AppKey("state", GatewayState)
@@ -67,9 +71,13 @@ REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestK
 BYTES_IN = web.RequestKey("bytes_in", int) if hasattr(web, "RequestKey") else "bytes_in"
 
 # Served without a token or a rate limit: probes, metrics, the API description.
+# Decided by the route a request matched, not by its path text, so that no
+# spelling of a path (dots, escapes, another verb) can reach anything else open.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
-OPEN_PREFIXES = ("/docs/static/",)
-_API_MISS = "/api/{tail}"  # resources.add_routes' catch-all: 404/405 under /api
+OPEN_PREFIXES = ("/docs/static",)
+OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
+# the two catch-all routes: RPCs (handle_rpc), and 404/405 under /api
+_CATCH_ALLS = frozenset({"/{path}", "/{lead}api{tail}"})
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -126,6 +134,8 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             response, code = errors.internal().response(), errors.INTERNAL
         if code == errors.OK and response.status >= 400:
             code = errors.UNKNOWN  # an error reply a handler returned instead of raising
+        if state.cfg.dev:
+            _dev_reply(request, response, started)
         response, code = _capped(request, response, code, state.cfg.max_response_bytes)
         response.headers["X-Request-Id"] = rid
         if extra:
@@ -165,17 +175,13 @@ def _capped(request: web.Request, response: web.StreamResponse, code: int,
 
 def _route_label(request: web.Request, table: MethodTable) -> str:
     """The route as a metric label: a bounded set, never the raw path of an unknown URL."""
-    path = request.path
-    if path in OPEN_PATHS:
-        return path
-    if path.startswith(OPEN_PREFIXES):
-        return "/docs/static/{file}"
     resource = getattr(request.match_info.route, "resource", None)
     template = resource.canonical if resource is not None else ""
-    if template.startswith("/api/") and template != _API_MISS:
-        return template
-    if template == _API_MISS:
+    if template and template not in _CATCH_ALLS:
+        return template  # a route of its own: /metrics, /api/job/{job_id}, /docs/static...
+    if template != "/{path}":
         return UNMATCHED
+    path = request.path
     route = table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
     return route.path if route is not None else UNMATCHED
 
@@ -205,6 +211,19 @@ def _record(request: web.Request, state: GatewayState, response: web.StreamRespo
             duration_ms=seconds * 1000))
 
 
+def _dev_reply(request: web.Request, response: web.StreamResponse, started: float) -> None:
+    """--dev: a line summing up the reply, and the reply indented."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return
+    body = response.body
+    if not isinstance(body, (bytes, bytearray)) or not body or response.headers.get(
+            "Content-Encoding"):
+        return
+    dev_log.info("%s %s -> %d %s (%.1f ms)", request.method, request.path, response.status,
+                 dev.summary(bytes(body)), (time.perf_counter() - started) * 1000)
+    response.body = dev.pretty(bytes(body))
+
+
 @web.middleware
 async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Preflights answered before auth; allowed origins get CORS headers on every reply."""
@@ -221,8 +240,9 @@ async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return await handler(request)
 
 
-def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+def _is_open(request: web.Request) -> bool:
+    resource = getattr(request.match_info.route, "resource", None)
+    return resource is not None and resource in request.app[OPEN_RESOURCES]
 
 
 def _client(request: web.Request, subject: str | None) -> str:
@@ -244,10 +264,13 @@ async def _spend(request: web.Request, client: str) -> None:
     limiter = state.limiter
     if limiter is None:
         return
-    path = request.path
-    route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+    cost = 1.0
+    if limiter.priced:  # per-method costs: priced by the canonical path of the RPC
+        path = request.path
+        route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+        cost = limiter.cost(route.path if route else path)
     try:
-        decision = await limiter.check(client, limiter.cost(route.path if route else path))
+        decision = await limiter.check(client, cost)
     except GatewayError:  # Redis down and RATE_LIMIT_FAIL=closed
         state.metrics.rate_limit_rejection("redis_closed")
         raise
@@ -265,7 +288,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     gateway answers. A refused token still spends from the caller's address
     bucket: guessing tokens is rate limited too.
     """
-    if _is_open(request.path):
+    if _is_open(request):
         return await handler(request)
     state = request.app[STATE]
     subject = None
@@ -364,6 +387,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
     path = request.path
     if "//" in path:
         path = _SLASHES.sub("/", path)
+    request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
     route = table.lookup(path)
     if route is None:
         if table.is_streaming(path):
@@ -395,14 +419,31 @@ def create_app(state: GatewayState) -> web.Application:
         middlewares=[context, cors, guard],
     )
     app[STATE] = state
+    if state.reloader is None:
+        state.reloader = reload.Reloader(state)
+    if state.readiness is None:
+        state.readiness = health.Readiness(state.backend)
+
+    def table_of(request: web.Request) -> MethodTable:
+        """The table a request uses, read once; its version goes in the reply."""
+        table = request.app[STATE].table
+        request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
+        return table
+
     app.router.add_get("/metrics", state.metrics.handle)
-    table_of = lambda request: request.app[STATE].table  # noqa: E731 - read per request
+    health.add_routes(app)
+    reload.add_routes(app)
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
     app.router.add_route("*", "/{path:.*}", handle_rpc)
+    app[OPEN_RESOURCES] = frozenset(
+        r for r in app.router.resources()
+        if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
 
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
+        if state.reloader is not None:
+            await state.reloader.close()
         await state.backend.close()
         if state.limiter is not None:
             await state.limiter.close()

@@ -13,13 +13,13 @@ import secrets
 import signal
 import ssl
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth
+from . import auth, reload
 from . import config as config_mod
-from . import descriptors, logs
+from . import logs
 from .app import GatewayState, create_app
 from .backend import Backend
 from .config import Config, ConfigError
@@ -27,7 +27,6 @@ from .cors import CorsPolicy
 from .descriptors import DescriptorError
 from .metrics import Metrics
 from .ratelimit import RateLimiter, parse_networks
-from .routes import MethodTable
 from .server import GatewayRunner
 
 log = logging.getLogger("gateway")
@@ -37,8 +36,8 @@ class StartupError(Exception):
     """The gateway cannot start; the message says why."""
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    logs.setup(level, fmt)
+def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> None:
+    logs.setup(level, fmt, worker)
 
 
 def _guards(cfg: Config) -> dict[str, object]:
@@ -54,7 +53,7 @@ def _guards(cfg: Config) -> dict[str, object]:
                               fail=cfg.rate_limit_fail)
     return {
         "auth": authenticator, "limiter": limiter,
-        "cors": CorsPolicy(frozenset(cfg.cors_origins), cfg.cors_max_age),
+        "cors": CorsPolicy(frozenset(cfg.cors_origins), cfg.cors_max_age, localhost=cfg.dev),
         "trusted_proxies": parse_networks(cfg.trusted_proxies),
     }
 
@@ -84,17 +83,12 @@ async def build_state(cfg: Config) -> GatewayState:
         backend = Backend(cfg)
     except ConfigError as e:
         raise StartupError(str(e)) from None
-    try:
-        descs = await descriptors.load(cfg, backend.channel)
-        table = MethodTable.build(descs, backend.unary, cfg.services, cfg.exclude_services)
+    try:  # the same two steps as every reload
+        descs = await reload.load_descriptors(cfg, backend)
+        table = await reload.build_table(cfg, backend, descs)
     except DescriptorError as e:
         await backend.close()
         raise StartupError(str(e)) from None
-    if not table.routes:
-        await backend.close()
-        raise StartupError(
-            f"{descs.source}: no service left to expose; check SERVICES / EXCLUDE_SERVICES"
-        )
     log.info("descriptors: %s, version %s: %d services, %d methods exposed",
              descs.source, descs.version, len(table.services), len(table.routes))
     if table.hidden_services:
@@ -107,7 +101,7 @@ async def build_state(cfg: Config) -> GatewayState:
                         **guards)  # type: ignore[arg-type]
 
 
-async def _start_sandbox(cfg: Config) -> tuple[Config, object]:
+async def start_sandbox(cfg: Config) -> tuple[Config, object]:
     """The embedded Cuebot stand-in, and the settings pointing the gateway at it."""
     from .sandbox import server as sandbox_server  # only this mode needs it
 
@@ -159,7 +153,7 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
     """Run the gateway until ``stop`` is set (or SIGINT/SIGTERM arrives)."""
     sandbox = None
     if cfg.sandbox:
-        cfg, sandbox = await _start_sandbox(cfg)
+        cfg, sandbox = await start_sandbox(cfg)
     try:
         await _serve(cfg, stop, sandbox)
     finally:
@@ -167,10 +161,13 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
             await sandbox.stop()
 
 
-async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None) -> None:
+async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None, *,
+                 reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
     tls = _tls_context(cfg)
     state = await build_state(cfg)
-    runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False)
+    # shutdown_timeout: how long cleanup() lets in-flight requests finish
+    runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False,
+                           shutdown_timeout=cfg.shutdown_grace)
     try:
         await runner.setup()  # from here on, runner.cleanup() closes the backend too
         # Handlers go in before the "listening on" line: a supervisor may send
@@ -180,7 +177,11 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=tls)
+        reloader = state.reloader
+        assert reloader is not None
+        loop.add_signal_handler(signal.SIGHUP, reloader.trigger, "SIGHUP")
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=tls,
+                           reuse_port=reuse_port or None)
         try:
             await site.start()
         except OSError as e:
@@ -196,10 +197,22 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             host, port = runner.addresses[0][0], runner.addresses[0][1]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
+        reloader.start_watching()
+        if ready is not None:
+            ready()
         await stop.wait()
-        log.info("shutting down")
+        state.draining = True
+        log.info("shutting down: no new connections; in-flight requests have up to %g s",
+                 cfg.shutdown_grace)
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            asyncio.get_running_loop().remove_signal_handler(sig)
         await runner.cleanup()
+
+
+async def run_worker(cfg: Config, ready: Callable[[], None]) -> None:
+    """One ``--workers`` process: the gateway on a port it shares with its siblings."""
+    await _serve(cfg, None, None, reuse_port=True, ready=ready)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,8 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 2
-    _setup_logging(cfg.log_level, cfg.log_format)
+    setup_logging(cfg.log_level, fmt=cfg.log_format)
     try:
+        if cfg.workers > 1:
+            from . import workers
+
+            return workers.run(cfg)
         asyncio.run(serve(cfg))
     except StartupError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)

@@ -256,6 +256,12 @@ OPTIONS: tuple[Option, ...] = (
            "load descriptors from Cuebot by gRPC server reflection", switch=True),
     Option("proto_path", "PROTO_PATH", "--proto-path", _path, None,
            "folder of .proto files compiled at start-up (needs grpcio-tools)", "DIR"),
+    Option("descriptor_watch", "DESCRIPTOR_WATCH", "--descriptor-watch", _seconds, 2.0,
+           "seconds between checks of the descriptor-set file or .proto folder for changes, "
+           "which reload them (0: only SIGHUP and POST /admin/reload)", "DURATION"),
+    Option("descriptor_refresh", "DESCRIPTOR_REFRESH", "--descriptor-refresh", _seconds, 60.0,
+           "in reflection mode, seconds between fetches of the backend's descriptors (0: off)",
+           "DURATION"),
     Option("services", "SERVICES", "--services", _names, (),
            "comma-separated service patterns to expose, e.g. 'show.*,job.*' "
            "(default: all)", "PATTERNS"),
@@ -327,6 +333,14 @@ OPTIONS: tuple[Option, ...] = (
            "serve HTTPS with this certificate chain (PEM)", "PATH"),
     Option("tls_key_file", "TLS_KEY_FILE", "--tls-key-file", _path, None,
            "private key for TLS_CERT_FILE (PEM)", "PATH"),
+    # -- the process -----------------------------------------------------
+    Option("shutdown_grace", "SHUTDOWN_GRACE", "--shutdown-grace", _seconds, 30.0,
+           "on SIGTERM, seconds in-flight requests may take to finish", "DURATION"),
+    Option("workers", "WORKERS", "--workers", _int_range(1, 256), 1,
+           "processes serving one port (SO_REUSEPORT), for multi-core hosts", "N"),
+    Option("dev", "DEV", "--dev", _bool, False,
+           "development mode: 127.0.0.1 only, pretty JSON, a log line per reply, CORS from "
+           "http://localhost:*, --no-auth allowed", switch=True),
     Option("log_level", "LOG_LEVEL", "--log-level", _log_level, "info",
            "debug, info, warning or error", "LEVEL"),
     Option("log_format", "LOG_FORMAT", "--log-format", _log_format, "text",
@@ -389,6 +403,11 @@ class Config:
     cors_max_age: int = 600
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    descriptor_watch: float = 2.0
+    descriptor_refresh: float = 60.0
+    shutdown_grace: float = 30.0
+    workers: int = 1
+    dev: bool = False
     log_level: str = "info"
     log_format: str = "text"
     sandbox: bool = False
@@ -508,6 +527,14 @@ def _checked(values: dict[str, Any]) -> Config:
         raise ConfigError("HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE")
     if values.get("no_auth") and (values.get("jwt_secret") or values.get("jwt_secret_file")):
         raise ConfigError("--no-auth contradicts JWT_SECRET / JWT_SECRET_FILE; choose one")
+    if values.get("no_auth") and not values.get("dev"):
+        raise ConfigError("--no-auth is only allowed with --dev (which serves 127.0.0.1 only)")
+    if values.get("dev"):
+        host = values.get("host") or "127.0.0.1"
+        if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):
+            raise ConfigError(f"--dev serves 127.0.0.1 only; REST_HOST / --host {host} "
+                              "contradicts it")
+        values["host"] = "::1" if host == "::1" else "127.0.0.1"
     rps, burst = values.get("rate_limit_rps") or 0.0, values.get("rate_limit_burst")
     if rps and burst is not None and burst < 1:
         raise ConfigError("RATE_LIMIT_BURST must be at least 1")

@@ -61,6 +61,10 @@ class AccessEntry:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, then the message or the access fields."""
 
+    def __init__(self, worker: str | None = None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc)
@@ -68,6 +72,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
         }
+        if self.worker:
+            out["worker"] = self.worker
         if isinstance(record.msg, AccessEntry):
             out.update(record.msg.fields())
         else:
@@ -77,13 +83,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def setup(level: str, fmt: str = "text") -> None:
-    """Everything to stderr, as LOG_LEVEL and LOG_FORMAT say."""
+def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
+    """Everything to stderr, as LOG_LEVEL and LOG_FORMAT say; a worker's lines say which."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(worker))
+    else:
+        tag = f"[{worker}]" if worker else ""
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # aiohttp's own access log is replaced by gateway.access
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

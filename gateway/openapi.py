@@ -10,12 +10,23 @@ it (every non-oneof field present, so all are required) and ``pkg.Msg-in``
 as a client may send it (nothing required, unknown keys ignored). ``-`` cannot
 occur in a proto name, so the two never collide with a real message.
 
-The document is built on first request for a table and cached with it, so a
-descriptor reload yields a new document and a request never pays for it twice.
+OpenAPI 3.0 has no null type, and ``nullable`` only counts next to a ``type``
+in the same schema, so ``{"allOf": [ref], "nullable": true}`` still refuses
+null in a strict validator. An unset message field is therefore
+``anyOf: [ref, <only null>]``. Enums print by name, but a value the loaded
+descriptors do not name prints as its number (proto3 JSON), as happens when
+Cuebot is newer than the descriptors, so replies allow both.
+
+The document (and its gzip form) is built once per method table: at start-up
+for the first table, and cached with any later one on its first use, so a
+descriptor reload yields a new document and no request pays for it twice.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import orjson
@@ -44,8 +55,10 @@ _WKT: dict[str, dict[str, Any]] = {
     "google.protobuf.Empty": {"type": "object"},
     "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}},
                             "additionalProperties": True},
-    "google.protobuf.DoubleValue": {"type": "number"},
-    "google.protobuf.FloatValue": {"type": "number"},
+    "google.protobuf.DoubleValue": {"oneOf": [{"type": "number", "format": "double"},
+                                              _SPECIAL_FLOATS]},
+    "google.protobuf.FloatValue": {"oneOf": [{"type": "number", "format": "float"},
+                                             _SPECIAL_FLOATS]},
     "google.protobuf.Int64Value": {"type": "string", "format": "int64"},
     "google.protobuf.UInt64Value": {"type": "string", "format": "uint64"},
     "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
@@ -67,19 +80,48 @@ _ERROR_SCHEMA = {
     },
 }
 
-_cache: "weakref.WeakKeyDictionary[MethodTable, bytes]" = weakref.WeakKeyDictionary()
+# accepts null and nothing else (see the module docstring)
+_NULL_ONLY = {"type": "object", "nullable": True, "enum": [None]}
+
+
+@dataclass(frozen=True)
+class Served:
+    """The document of one table as it goes out: plain, gzipped, and a digest for ETags."""
+
+    body: bytes
+    gzipped: bytes
+    digest: str
+
+
+_cache: "weakref.WeakKeyDictionary[MethodTable, Served]" = weakref.WeakKeyDictionary()
+
+
+def served(table: MethodTable) -> Served:
+    """The serialized document for ``table``, built once."""
+    out = _cache.get(table)
+    if out is None:
+        body = orjson.dumps(document(table))
+        out = Served(body, gzip.compress(body, 6, mtime=0),
+                     hashlib.sha256(body).hexdigest()[:32])
+        _cache[table] = out
+    return out
 
 
 def document_bytes(table: MethodTable) -> bytes:
     """The serialized document for ``table``, built once."""
-    doc = _cache.get(table)
-    if doc is None:
-        doc = orjson.dumps(document(table))
-        _cache[table] = doc
-    return doc
+    return served(table).body
+
+
+def prepare(table: MethodTable) -> None:
+    """Do now what a table's first /api or /openapi.json request would otherwise do."""
+    from .resources import bind
+
+    bind(table)
+    served(table)
 
 
 def document(table: MethodTable) -> dict[str, Any]:
+    """The whole document for ``table``; costly (every reachable message), so see ``served``."""
     from .resources import api_paths, api_schemas
 
     schemas = _Schemas()
@@ -164,10 +206,11 @@ class _Schemas:
         if is_repeated(f):
             return {"type": "array", "items": self._single(f, output)}
         one = self._single(f, output)
-        if f.type == T.TYPE_MESSAGE:
+        if f.type == T.TYPE_MESSAGE and one:  # ({} is Value, null included)
             # an unset message prints as null; a client may send null
-            return {"allOf": [one], "nullable": True} if "$ref" in one else {**one,
-                                                                            "nullable": True}
+            if "type" in one:
+                return {**one, "nullable": True}
+            return {"anyOf": [one, _NULL_ONLY]}
         return one
 
     def _single(self, f: FieldDescriptor, output: bool) -> dict[str, Any]:
@@ -175,11 +218,17 @@ class _Schemas:
         if t == T.TYPE_MESSAGE:
             return self.ref(f.message_type, output=output)
         if t == T.TYPE_ENUM:
+            if f.enum_type.full_name == "google.protobuf.NullValue":
+                # proto3 JSON writes null; a parser also takes the name or number
+                if output:
+                    return dict(_NULL_ONLY)
+                return {"anyOf": [_NULL_ONLY, {"type": "string", "enum": ["NULL_VALUE"]},
+                                  {"type": "integer", "format": "int32"}]}
             names = [v.name for v in f.enum_type.values]
-            if output:
-                return {"type": "string", "enum": names}
-            return {"oneOf": [{"type": "string", "enum": names},
-                              {"type": "integer", "format": "int32"}]}
+            number = {"type": "integer", "format": "int32",
+                      "description": ("a value the loaded descriptors do not name" if output
+                                      else "the value's number")}
+            return {"oneOf": [{"type": "string", "enum": names}, number]}
         if t in _INT64:
             unsigned = t in (T.TYPE_UINT64, T.TYPE_FIXED64)
             s = {"type": "string", "format": "uint64" if unsigned else "int64",
@@ -223,14 +272,52 @@ _DOCS_PAGE = """<!doctype html>
 """
 
 
+def _accepts_gzip(header: str) -> bool:
+    """Whether an ``Accept-Encoding`` value allows gzip (RFC 9110 12.5.3, q-values)."""
+    star = None
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip().lower()
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return bool(star)
+
+
 def add_routes(app: web.Application, table_of: Callable[[web.Request], MethodTable]) -> None:
     """``GET /openapi.json`` and, when the Swagger UI assets are installed, ``/docs``."""
 
     async def spec(request: web.Request) -> web.Response:
-        return web.Response(body=document_bytes(table_of(request)),
-                            content_type="application/json")
+        """The document; gzipped if the client takes it, 304 if it has this version."""
+        doc = served(table_of(request))
+        zipped = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        # each representation has its own strong validator
+        etag = f'"{doc.digest}-gzip"' if zipped else f'"{doc.digest}"'
+        headers = {"ETag": etag, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
+        if etag in (t.strip() for t in request.headers.get("If-None-Match", "").split(",")):
+            return web.Response(status=304, headers=headers)
+        if zipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=doc.gzipped if zipped else doc.body,
+                            content_type="application/json", headers=headers)
+
+    async def build_first(app: web.Application) -> None:
+        from .app import STATE  # the app module imports this one
+
+        if STATE in app:
+            prepare(app[STATE].table)
 
     app.router.add_get("/openapi.json", spec)
+    app.on_startup.append(build_first)
     try:
         import swagger_ui_bundle
     except ImportError:  # the page is optional; the document is not

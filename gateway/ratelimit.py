@@ -203,6 +203,11 @@ class RateLimiter:
         self._warned_at = -_WARN_EVERY
         self._cost = lru_cache(maxsize=4096)(self._cost_of)
 
+    @property
+    def priced(self) -> bool:
+        """Whether RATE_LIMIT_COSTS sets any cost (else every request costs 1)."""
+        return bool(self._costs)
+
     def cost(self, path: str) -> float:
         """The cost of a call to ``path`` (a canonical RPC path, or any route's path)."""
         return self._cost(path) if self._costs else 1.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -112,8 +113,9 @@ async def fetch(channel: grpc.aio.Channel, target: str, timeout: float) -> Descr
 
 
 def add_reflection_service(server: grpc.aio.Server, service_names: list[str],
-                           versions: tuple[str, ...] = ("v1", "v1alpha")) -> None:
-    """Serve reflection for ``service_names`` (from the default pool) on ``server``.
+                           versions: tuple[str, ...] = ("v1", "v1alpha"),
+                           pool: Any = None) -> None:
+    """Serve reflection for ``service_names`` (from ``pool``, default the default pool).
 
     grpcio-reflection implements v1alpha only; v1 has the same messages, so
     its servicer is mounted under the v1 name too.
@@ -121,7 +123,7 @@ def add_reflection_service(server: grpc.aio.Server, service_names: list[str],
     from grpc_reflection.v1alpha import reflection as impl
 
     names = list(service_names) + [f"grpc.reflection.{v}.ServerReflection" for v in versions]
-    servicer = impl.aio.ReflectionServicer(names)
+    servicer = impl.aio.ReflectionServicer(names, pool=pool)
     for v in versions:
         handler = grpc.stream_stream_rpc_method_handler(
             servicer.ServerReflectionInfo,

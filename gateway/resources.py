@@ -12,10 +12,18 @@ Mapping choices (the seed is silent on units; its examples decide):
   ``waitingFrames`` = pending (waiting + depend: every frame not yet run).
 - show and layer cores are Cuebot's integer core units (100 = one core), as
   the seed's examples (``minCores: 100``); host cores are whole cores.
-- host memory in MB (Cuebot reports KB), ``load`` as a percentage of the
-  host's cores (Cuebot's load is the load average x 100), REBOOTING -> DOWN,
-  REBOOT_WHEN_IDLE -> UP.
+- host memory in MB (Cuebot reports KB): ``totalMemory``/``idleMemory`` are
+  Cuebot's reservable ``memory``/``idle_memory``, the same pair as the cores
+  (CueGUI's "Mem"/"Idle"), not the physical ``total_memory``. ``load`` is a
+  percentage of the host's cores (Cuebot's load is the load average x 100).
+  REBOOTING -> DOWN, REBOOT_WHEN_IDLE -> UP.
 - ``{show_id}`` is a show id or a show name.
+- lists filtered by ``state`` are the unfiltered list filtered: only RUNNING
+  can use Cuebot's active-job query (``include_finished`` false), because a
+  post-job waiting for its parent (Cuebot's POSTED) reads PENDING and is
+  missing from that query.
+- a trailing slash, and a doubled leading slash (a base URL ending in ``/``),
+  reach the same operation.
 
 Everything that depends on the descriptors (routes, message classes, enum
 names) is bound once per method table, not per request.
@@ -23,6 +31,8 @@ names) is bound once per method table, not per request.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import weakref
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -30,6 +40,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 from google.protobuf.message import DecodeError as WireDecodeError
+from yarl import URL
 
 from . import errors
 from .errors import GatewayError
@@ -56,6 +67,12 @@ RPCS = {
 
 # app.invoke: (request, route, serialized request) -> serialized reply
 Invoke = Callable[[web.Request, Route, bytes], Awaitable[bytes]]
+
+# the path parameters of an operation reached through a non-canonical path
+PARAMS = web.RequestKey("api_params", dict) if hasattr(web, "RequestKey") else "api_params"
+# who sends a kill, as pycue fills these fields (Cuebot logs them); known at load
+_KILL_HOST = socket.gethostname()
+_KILL_PID = str(os.getpid())
 
 
 @dataclass(frozen=True)
@@ -159,8 +176,10 @@ class Resources:
     async def list_jobs(self, request: web.Request) -> web.Response:
         bound = bind(self._table_of(request))
         state = _choice(request, "state", JOB_STATES)
-        show = await self._find_show(request, bound, request.match_info["show_id"])
-        criteria = {"shows": [show], "include_finished": state in (None, "FINISHED")}
+        show = await self._find_show(request, bound, _param(request, "show_id"))
+        # Only a RUNNING job is sure to be among Cuebot's PENDING jobs; PENDING
+        # and PAUSED include post-jobs still POSTED, so they need the full list.
+        criteria = {"shows": [show], "include_finished": state != "RUNNING"}
         reply = await self._call(request, bound, "jobs", r=criteria)
         jobs = [_job(j, bound) for j in reply.jobs.jobs]
         if state is not None:
@@ -168,7 +187,7 @@ class Resources:
         return _json({"jobs": jobs})
 
     async def _get_job(self, request: web.Request, bound: Bound) -> Any:
-        return (await self._call(request, bound, "job", id=request.match_info["job_id"])).job
+        return (await self._call(request, bound, "job", id=_param(request, "job_id"))).job
 
     async def get_job(self, request: web.Request) -> web.Response:
         bound = bind(self._table_of(request))
@@ -177,8 +196,12 @@ class Resources:
     async def kill_job(self, request: web.Request) -> web.Response:
         bound = bind(self._table_of(request))
         job = await self._get_job(request, bound)  # 404 for an unknown job, and its name
+        if bound.job_state.get(job.state) == "FINISHED":
+            # Cuebot ignores a kill of a finished job; say so instead of "killed"
+            return _json({"success": True, "message": f"Job {job.name} was already finished"})
         caller = self._caller_of(request)
         await self._call(request, bound, "kill", job={"id": job.id}, username=caller,
+                         pid=_KILL_PID, host_kill=_KILL_HOST,
                          reason=f"Killed by {caller} through opencue-gateway (DELETE /api/job)")
         return _json({"success": True, "message": f"Job {job.name} killed"})
 
@@ -187,7 +210,7 @@ class Resources:
         # GetLayers of an unknown job is an empty list, so the job is looked up alongside
         _, reply = await _both(self._get_job(request, bound),
                                self._call(request, bound, "layers",
-                                          job={"id": request.match_info["job_id"]}))
+                                          job={"id": _param(request, "job_id")}))
         return _json({"layers": [_layer(layer, bound) for layer in reply.layers.layers]})
 
     # -- hosts ------------------------------------------------------------
@@ -204,6 +227,12 @@ class Resources:
         if state is not None:
             hosts = [h for h in hosts if h["state"] == state]
         return _json({"hosts": hosts})
+
+
+def _param(request: web.Request, name: str) -> str:
+    """A path parameter, also when the operation was reached through ``miss``."""
+    params = request.get(PARAMS)
+    return params[name] if params is not None else request.match_info[name]
 
 
 async def _both(a: Any, b: Any) -> tuple[Any, Any]:
@@ -303,8 +332,13 @@ def _host(h: Any, bound: Bound) -> dict[str, Any]:
             "load": int(round(h.load / cores)) if cores > 0 else 0}
 
 
+def _canonical(raw_path: str) -> str:
+    """``raw_path`` without a trailing slash and with one leading slash."""
+    return "/" + raw_path.strip("/")
+
+
 def add_routes(app: web.Application, resources: Resources) -> None:
-    """The six operations, and 404/405 in the envelope for anything else under /api."""
+    """The six operations; near misses under /api reach them, the rest is 404/405."""
     r = app.router
     ours = [
         r.add_get("/api/show", resources.list_shows).resource,
@@ -315,16 +349,31 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         r.add_get("/api/host", resources.list_hosts).resource,
     ]
 
-    async def miss(request: web.Request) -> web.Response:
+    async def miss(request: web.Request) -> web.StreamResponse:
+        """``/api/show/`` and ``//api/show`` are ``/api/show``; anything else names the spec.
+
+        Only these spellings are retried: an empty segment inside the path
+        (``/api/show//job``) is a missing parameter, not a typo to repair.
+        """
+        raw = request.rel_url.raw_path
+        canonical = _canonical(raw)
+        probe = request
+        if canonical != raw:
+            probe = request.clone(rel_url=URL.build(
+                path=canonical, query_string=request.rel_url.raw_query_string, encoded=True))
         allowed: set[str] = set()
         for resource in ours:
-            _, methods = await resource.resolve(request)
+            match, methods = await resource.resolve(probe)
+            if match is not None and probe is not request:
+                request[PARAMS] = dict(match)
+                return await match.handler(request)
             allowed |= methods
         if allowed:
             raise errors.method_not_allowed(", ".join(sorted(allowed)))
         raise errors.not_found(f"no resource at {request.path}; see /openapi.json")
 
-    r.add_route("*", "/api/{tail:.*}", miss)
+    # registered before the RPC catch-all: /api, /api/..., //api/... (not /api.Svc/...)
+    r.add_route("*", "/{lead:/*}api{tail:(/.*)?}", miss)
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +435,8 @@ def api_schemas() -> dict[str, Any]:
             "state": _s("UP, DOWN (also while rebooting) or REPAIR", enum=list(HOST_STATES)),
             "lock": _s("lock state", enum=["OPEN", "LOCKED", "NIMBY_LOCKED"]),
             "totalCores": _i("cores (whole cores)"), "idleCores": _i("idle cores (whole cores)"),
-            "totalMemory": _i("bookable memory in MB"), "idleMemory": _i("idle memory in MB"),
+            "totalMemory": _i("reservable memory in MB"),
+            "idleMemory": _i("unreserved memory in MB"),
             "load": _i("load average as a percentage of the host's cores"),
         }),
         "HostList": _list("hosts", "Host"),
@@ -405,6 +455,9 @@ def api_paths(table: MethodTable) -> dict[str, Any]:
         responses: dict[str, Any] = {
             "200": {"description": "OK", "content": {"application/json": {"schema": ref(schema)}}},
         }
+        if any(p["in"] == "query" for p in params):
+            responses["400"] = {"description": "an invalid state",
+                                "content": {"application/json": {"schema": ref("ErrorResponse")}}}
         if not_found:
             responses["404"] = {"description": not_found,
                                 "content": {"application/json": {"schema": ref("ErrorResponse")}}}

@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 _F = FieldDescriptor
+_NULL_VALUE = "google.protobuf.NullValue"
 _INT64_TYPES = frozenset({_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_SFIXED64})
 _UINT64_TYPES = frozenset({_F.TYPE_UINT64, _F.TYPE_FIXED64})
 _INT32_TYPES = frozenset({_F.TYPE_INT32, _F.TYPE_SINT32, _F.TYPE_SFIXED32})
@@ -440,7 +441,7 @@ def _wrap_unexpected(e: Exception, key: str) -> DecodeError:
 # Names the generated code may use, besides the per-pool converters.
 _BASE_NS: dict[str, Any] = {
     "_f64": _f64, "_f32": _f32, "_b64": _b64, "_str": str, "_list": list,
-    "_map": map, "_sorted": sorted, "_dict": dict, "_kind": _kind,
+    "_map": map, "_sorted": sorted, "_dict": dict, "_kind": _kind, "_null": lambda _v: None,
     "_DecodeError": DecodeError, "_Skip": _Skip, "_wrap": _wrap_unexpected,
     "_d_int32": _d_int32, "_d_uint32": _d_uint32, "_d_int64": _d_int64,
     "_d_uint64": _d_uint64, "_d_float": _d_float, "_d_double": _d_double,
@@ -598,6 +599,8 @@ class Transcoder:
         t = f.type
         if t in _INT64_TYPES or t in _UINT64_TYPES:
             return f"_str({x})"
+        if t == _F.TYPE_ENUM and f.enum_type.full_name == _NULL_VALUE:
+            return "None"  # proto3 JSON: google.protobuf.NullValue is always null
         if t == _F.TYPE_ENUM:
             return f"{self._enum_names(f.enum_type)}[{x}]"
         if t == _F.TYPE_FLOAT:
@@ -615,6 +618,8 @@ class Transcoder:
         t = f.type
         if t in _INT64_TYPES or t in _UINT64_TYPES:
             return "_str"
+        if t == _F.TYPE_ENUM and f.enum_type.full_name == _NULL_VALUE:
+            return "_null"
         if t == _F.TYPE_ENUM:
             return self._enum_names(f.enum_type) + ".__getitem__"
         if t == _F.TYPE_FLOAT:

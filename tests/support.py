@@ -82,14 +82,16 @@ class RecordingCuebot:
         return [c.path for c in self.calls]
 
     async def start(self, credentials: grpc.ServerCredentials | None = None,
-                    reflection_services: list[str] | None = None) -> "RecordingCuebot":
+                    reflection_services: list[str] | None = None,
+                    reflection_pool: Any = None, port: int = 0) -> "RecordingCuebot":
+        """Listen (on ``port``, or a free one); reflection serves ``reflection_pool``."""
         self.server = grpc.aio.server()
         self.server.add_generic_rpc_handlers((_Handler(self),))
         if reflection_services is not None:
             from gateway.reflection import add_reflection_service
 
-            add_reflection_service(self.server, reflection_services)
-        addr = "127.0.0.1:0"
+            add_reflection_service(self.server, reflection_services, pool=reflection_pool)
+        addr = f"127.0.0.1:{port}"
         if credentials is None:
             self.port = self.server.add_insecure_port(addr)
         else:

@@ -360,7 +360,7 @@ async def test_client_cannot_forge_the_identity_metadata(gateway: TestClient,
 
 
 async def test_no_auth_serves_without_tokens(make_gateway: Any, cuebot: RecordingCuebot) -> None:
-    gw = await make_gateway(no_auth=True, jwt_secret=None)
+    gw = await make_gateway(no_auth=True, dev=True, jwt_secret=None)
     resp = await gw.post(GET_SHOWS)
     assert resp.status == 200
     assert "x-opencue-user" not in cuebot.calls[0].metadata
@@ -453,3 +453,23 @@ def test_sandbox_prints_a_working_token(secret: str | None) -> None:
             assert secret not in gw.output
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("target", [
+    "/docs/static/../../show.ShowInterface/GetShows",
+    "/docs/static/%2e%2e/%2e%2e/show.ShowInterface/GetShows",
+    "/docs/static/..%2f..%2fshow.ShowInterface/GetShows",
+    "/healthz/../show.ShowInterface/GetShows",
+    "/openapi.json/../show.ShowInterface/GetShows",
+    "/%68ealthz",                       # an open path, but POST is not what it serves
+    "/docs/static//show.ShowInterface/GetShows",
+])
+async def test_open_paths_open_nothing_else(make_gateway: Any, cuebot: RecordingCuebot,
+                                            target: str) -> None:
+    """Openness belongs to the matched route, not to how the path is spelt."""
+    from support import raw_request
+
+    gw = await make_gateway(authorized=False)
+    status, _headers, body = await raw_request(gw.port, "POST", target, b"{}", authorized=False)
+    assert status == 401, body
+    assert cuebot.calls == []

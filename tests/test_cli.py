@@ -23,7 +23,7 @@ from gateway import __version__, config
 from support import GatewayProcess, RecordingCuebot, auth_headers, free_port, run_gateway
 
 PREFIX = "opencue-gateway: error: "
-# the log format set up by cli._setup_logging
+# the log format set up by cli.setup_logging
 LOG_RECORD = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 

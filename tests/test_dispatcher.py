@@ -257,3 +257,50 @@ def test_demo_farm_runs_in_the_background() -> None:
             await sb.stop(None)
 
     asyncio.run(scenario())
+
+
+def test_a_job_finished_by_eaten_failures_releases_its_dependants(farm: Farm) -> None:
+    from gateway.sandbox import depends
+
+    host(farm, "h1", cores=100)
+    first = job(farm, "first", LayerSpec("l", "1"), auto_eat=True)
+    second = job(farm, "second", LayerSpec("l", "1"))
+    with farm.store.tx():
+        depends.create(farm, "JOB_ON_JOB", depends.Side(second), depends.Side(first))
+    d = dispatcher(farm, failure_rate=1.0)
+    d.step(T0)
+    assert states(farm, second) == {"DEPEND": 1}
+    d.step(T0 + 10)                 # first's only frame fails and is eaten: first FINISHED
+    assert col(farm, "SELECT state FROM job WHERE id = ?", first) == "FINISHED"
+    assert col(farm, "SELECT active FROM depend") == 0
+    assert states(farm, second) == {"RUNNING": 1}   # released, and booked in the same pass
+
+
+def test_a_render_ending_while_its_depend_is_back_goes_to_depend(farm: Farm) -> None:
+    """Cuebot's database holds a frame with unsatisfied depends in DEPEND, even a finished one."""
+    host(farm, "h1", cores=1600)
+    j = job(farm, "a", LayerSpec("render", "1"), LayerSpec("comp", "1-2"))
+    render, comp = (col(farm, "SELECT id FROM layer WHERE job_id = ? AND name = ?", j, n)
+                    for n in ("render", "comp"))
+    with farm.store.tx():
+        dep = farm.depend_layer_on_layer(comp, render)
+    d = dispatcher(farm)
+    d.step(T0)
+    d.step(T0 + 10)                                     # render done; comp 1 and 2 run
+    comp_frames = lambda: [r[0] for r in farm.store.all(  # noqa: E731
+        "SELECT state FROM frame WHERE layer_id = ? ORDER BY number", (comp,))]
+    assert comp_frames() == ["RUNNING", "RUNNING"]
+    with farm.store.tx():
+        assert farm.unsatisfy(dep)                      # the depend comes back mid-render
+        farm.kill_proc(farm.store.one("SELECT p.id FROM proc p JOIN frame f ON "
+                                      "f.id = p.frame_id WHERE f.number = 2")[0])
+    d.step(T0 + 20)                                     # comp 1 ends well, but is held
+    assert comp_frames() == ["DEPEND", "DEPEND"]
+    assert col(farm, "SELECT rendered_frame_count FROM layer WHERE id = ?", comp) == 1
+    with farm.store.tx():
+        farm.retry_frame(col(farm, "SELECT id FROM frame WHERE layer_id = ?", render))
+    d.step(T0 + 30)                                     # render runs again…
+    d.step(T0 + 40)                                     # …and its end releases comp
+    assert comp_frames() == ["RUNNING", "RUNNING"]
+    d.step(T0 + 50)
+    assert col(farm, "SELECT state FROM job WHERE id = ?", j) == "FINISHED"

@@ -1,8 +1,7 @@
 """Job submission: LaunchSpec and LaunchSpecAndWait with specs by pyoutline and by hand.
 
-The RPCs run over real gRPC on a JobInterface servant that delegates to
-``launchspec`` as the sandbox's own JobServant will; rows are checked in the
-store. "Nothing half-created" is checked by comparing every table's row count
+The RPCs run over real gRPC on the sandbox's own JobInterface servant (which
+delegates to ``launchspec``); rows are checked in the store. "Nothing half-created" is checked by comparing every table's row count
 and the show's lifetime counters before and after a failed launch.
 """
 from __future__ import annotations
@@ -52,13 +51,6 @@ def depend(kind: str, depjob: str, onjob: str, **names: str) -> str:
     return f'<depend type="{kind}">{"".join(parts)}</depend>'
 
 
-class LaunchingJobs(JobServant):
-    """JobInterface with the two launch RPCs hooked in as the lead will hook them."""
-
-    LaunchSpec = launchspec.launch_spec
-    LaunchSpecAndWait = launchspec.launch_spec_and_wait
-
-
 @pytest.fixture
 def farm() -> Farm:
     store = Store()
@@ -69,7 +61,7 @@ def farm() -> Farm:
 @pytest.fixture
 async def jobs(farm: Farm) -> AsyncIterator[job_pb2_grpc.JobInterfaceStub]:
     server = grpc.aio.server()
-    mount(server, LaunchingJobs(farm))
+    mount(server, JobServant(farm))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -596,3 +588,18 @@ def test_xml_refusals(text: str, message: str) -> None:
         cjsl.parse(text)
     assert str(info.value).startswith("org.jdom.input.JDOMParseException: Error on line 1: ")
     assert message in str(info.value)
+
+
+# ---------------------------------------------------------------------------
+# the served sandbox answers both RPCs (its JobInterface is the servant above)
+# ---------------------------------------------------------------------------
+async def test_the_served_sandbox_launches(sandbox: Any, sandbox_channel: Any) -> None:
+    stub = job_pb2_grpc.JobInterfaceStub(sandbox_channel)
+    got = await stub.LaunchSpec(job_pb2.JobLaunchSpecRequest(spec=spec(job("served"))))
+    assert list(got.names) == ["testing-sh010-jdoe_served"]
+    found = await stub.FindJob(job_pb2.JobFindJobRequest(name="testing-sh010-jdoe_served"))
+    assert found.job.job_stats.waiting_frames == 10
+    err = await rpc_error(stub.LaunchSpecAndWait(job_pb2.JobLaunchSpecAndWaitRequest(
+        spec=spec(job("served")))))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INTERNAL, WAIT + "The job testing-sh010-jdoe_served is already pending")

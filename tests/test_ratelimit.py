@@ -313,3 +313,22 @@ async def test_redis_outage_does_not_stall_requests(make_gateway: Any,
         assert time.monotonic() - start < 3.0
     finally:
         sink.close()
+
+
+async def test_workers_share_the_limit_through_redis(redis_url: str,
+                                                     cuebot: RecordingCuebot) -> None:
+    rps, burst = 30.0, 5.0
+    gw = GatewayProcess("--workers", "2", env={
+        "CUEBOT_ENDPOINT": cuebot.endpoint, "RATE_LIMIT_RPS": str(rps),
+        "RATE_LIMIT_BURST": str(burst), "RATE_LIMIT_REDIS_URL": redis_url})
+    try:
+        deadline = time.monotonic() + 60
+        while "with 2 workers" not in gw.output:
+            assert gw.proc.poll() is None and time.monotonic() < deadline, gw.output
+            await asyncio.sleep(0.05)
+        admitted, refused, elapsed = await _hammer([f"{gw.url}{GET_SHOWS}"], 3.0,
+                                                   auth_headers("workers"), workers=16)
+    finally:
+        await asyncio.to_thread(gw.stop)
+    _assert_rate(admitted, refused, elapsed, rps, burst)
+    assert "rate limits are per worker" not in gw.output

@@ -283,6 +283,36 @@ async def test_services(sandbox_channel):
     assert e.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_service_overrides_update_and_delete(sandbox_channel):
+    """Keyed by the override's id, a full overwrite; the global service is left alone."""
+    shows = show_pb2_grpc.ShowInterfaceStub(sandbox_channel)
+    overrides = service_pb2_grpc.ServiceOverrideInterfaceStub(sandbox_channel)
+    services = service_pb2_grpc.ServiceInterfaceStub(sandbox_channel)
+    show = show_pb2.Show(name="testing")
+    ov = (await shows.CreateServiceOverride(show_pb2.ShowCreateServiceOverrideRequest(
+        show=show, service=service_pb2.Service(name="maya", min_memory=8388608, threadable=True,
+                                               tags=["desktop"])))).service_override
+    await overrides.Update(service_pb2.ServiceOverrideUpdateRequest(service=service_pb2.Service(
+        id=ov.id, name="maya", min_cores=200)))
+    got = (await shows.GetServiceOverride(show_pb2.ShowGetServiceOverrideRequest(
+        show=show, name="maya"))).service_override
+    assert (got.id, got.data.min_cores, got.data.min_memory, got.data.threadable,
+            list(got.data.tags)) == (ov.id, 200, 0, False, [])
+    maya = (await services.GetService(service_pb2.ServiceGetServiceRequest(name="maya"))).service
+    assert (maya.min_cores, maya.min_memory) == (100, 2097152)
+    await overrides.Update(service_pb2.ServiceOverrideUpdateRequest(    # a global id: no-op
+        service=service_pb2.Service(id=maya.id, name="maya")))
+    assert (await services.GetService(service_pb2.ServiceGetServiceRequest(
+        name="maya"))).service == maya
+    await overrides.Delete(service_pb2.ServiceOverrideDeleteRequest(
+        service=service_pb2.Service(id=ov.id)))
+    await overrides.Delete(service_pb2.ServiceOverrideDeleteRequest(   # unknown: OK
+        service=service_pb2.Service(id="no-such-override")))
+    listed = (await shows.GetServiceOverrides(show_pb2.ShowGetServiceOverridesRequest(
+        show=show))).service_overrides.service_overrides
+    assert ov.id not in [o.id for o in listed]
+
+
 # -- framework ------------------------------------------------------------------------
 async def test_unimplemented_rpcs_answer_like_cuebot(sandbox_channel):
     shows = show_pb2_grpc.ShowInterfaceStub(sandbox_channel)

@@ -132,9 +132,9 @@ async def test_lock_unlock_and_hardware_state(farm: Farm) -> None:
 async def test_tags_keep_the_alloc_tag_and_order_by_type(farm: Farm) -> None:
     host = await farm.host("rn002.farm.studio.local")
     await farm.hosts.AddTags(host_pb2.HostAddTagsRequest(
-        host=host, tags=["zeta", " alpha ", "", "linux"]))
-    assert list((await farm.host(host.name)).tags) == [
-        "general", "linux", host.name, "alpha", "linux", "zeta"]   # MANUAL last; no de-dup
+        host=host, tags=["zeta", " alpha ", "", "   ", "linux"]))
+    assert list((await farm.host(host.name)).tags) == [   # MANUAL last; no de-dup; blanks
+        "general", "linux", host.name, "alpha", "linux", "zeta"]   # skipped once trimmed
     await farm.hosts.RemoveTags(host_pb2.HostRemoveTagsRequest(
         host=host, tags=["general", "linux", "missing"]))
     await farm.hosts.RenameTag(host_pb2.HostRenameTagRequest(

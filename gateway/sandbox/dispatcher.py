@@ -113,7 +113,8 @@ class Dispatcher:
                     state = "WAITING"
                 self.farm.finish_run(row["frame_id"], state, 1, stopped=int(t))
                 result.failed.append(row["frame_id"])
-            self.farm.update_job_state(row["job_id"])
+            # a job finished by an eaten (auto-eat) failure releases its dependants too
+            self.farm.check_job_done(row["job_id"])
 
     # -- booking ---------------------------------------------------------------
     def _book(self, t: float, result: StepResult) -> None:

@@ -64,6 +64,21 @@ class JobSpec:
     parent_job_id: str | None = None    # set on post-jobs
 
 
+# States a frame cannot hold while a depend on it is unsatisfied: Cuebot's
+# database turns them into DEPEND (a trigger on the frame table).
+HELD_BACK = frozenset(("WAITING", "SUCCEEDED", "DEAD", "CHECKPOINT"))
+
+
+def settled(state: str, depend_count: int) -> str:
+    """The state a frame really takes when set to ``state`` with ``depend_count`` depends.
+
+    A frame can be RUNNING while a depend on it comes back (Depend.Unsatisfy,
+    or a retried frame it waits on); when that render ends it goes to DEPEND,
+    not to WAITING or SUCCEEDED, and runs again once the depend is satisfied.
+    """
+    return "DEPEND" if depend_count > 0 and state in HELD_BACK else state
+
+
 class FarmError(Exception):
     """A domain rule refused the operation; servants turn it into Cuebot's error."""
 
@@ -293,6 +308,7 @@ class Farm:
         rss = proc["max_rss"] if proc else frame["max_rss"]
         if proc:
             self.release(proc["id"])
+        state = settled(state, frame["depend_count"])
         s.run("UPDATE frame SET state = ?, exit_status = ?, stop_time = ?, max_rss = ?, "
               "total_core_time = total_core_time + ?, llu_time = ?, updated_time = ?, "
               "eligible_time = CASE WHEN ? = 'WAITING' THEN ? ELSE eligible_time END "
@@ -347,7 +363,9 @@ class Farm:
     def frame_succeeded(self, frame_id: str) -> None:
         """Satisfy what waited on this frame, on its layer once done, on its job once done."""
         s = self.store
-        frame = s.one("SELECT id, layer_id, job_id FROM frame WHERE id = ?", (frame_id,))
+        frame = s.one("SELECT id, layer_id, job_id, state FROM frame WHERE id = ?", (frame_id,))
+        if frame["state"] != "SUCCEEDED":  # held back to DEPEND (see settled): not done yet
+            return
         done = "state IN ('SUCCEEDED', 'EATEN')"
         targets = [("on_frame_id", frame_id)]
         if s.one(f"SELECT 1 FROM frame WHERE layer_id = ? AND NOT {done} LIMIT 1",
@@ -419,6 +437,8 @@ class Farm:
         if proc is not None:
             self.release(proc["id"])
             s.run("UPDATE frame SET stop_time = ?, llu_time = ? WHERE id = ?", (t, t, frame_id))
+        held = s.one("SELECT depend_count FROM frame WHERE id = ?", (frame_id,))
+        state = settled(state, held["depend_count"] if held else 0)
         s.run("UPDATE frame SET state = ?, updated_time = ?, eligible_time = CASE WHEN ? = "
               "'WAITING' THEN ? ELSE eligible_time END WHERE id = ?",
               (state, t, state, t, frame_id))

@@ -157,10 +157,9 @@ class HostServant(Servant):
     def AddTags(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
             host = _by_id(self.store, "host", request.host.id)
-            for tag in request.tags:
-                if tag:
-                    self.store.insert("host_tag", host_id=host["id"], tag=tag.strip(),
-                                      type="MANUAL")
+            for tag in (t.strip() for t in request.tags):
+                if tag:  # trimmed first: a blank tag is skipped, as in Cuebot
+                    self.store.insert("host_tag", host_id=host["id"], tag=tag, type="MANUAL")
         return None
 
     def RemoveTags(self, request: Any, context: Any) -> Reply:

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from opencue_proto import comment_pb2, depend_pb2, job_pb2
 
+from . import launchspec
 from . import messages as M
 from .common import find_one, whole_core_units
 from .criteria import find_frames, find_jobs
@@ -170,6 +171,10 @@ class JobServant(Servant):
         state = self.store.one("SELECT state FROM job WHERE id = ?", (job["id"],))["state"]
         return dict(state=state, server_time=now() - 1,
                     updated_frames=job_pb2.UpdatedFrameSeq(updated_frames=updated))
+
+    # -- submission (launching touches every table; launchspec.py does it) -----
+    LaunchSpec = launchspec.launch_spec
+    LaunchSpecAndWait = launchspec.launch_spec_and_wait
 
     # -- mutations -------------------------------------------------------------
     def _set(self, request: Any, column: str, value: Any) -> None:

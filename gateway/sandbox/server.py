@@ -117,6 +117,7 @@ async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: i
         servant = cls(farm) if cls else _Empty(farm, name)
         servants[mount(server, servant)] = servant
     add_reflection_service(server, list(servants))
+    server.add_generic_rpc_handlers((_MethodNotFound(),))  # last: only what nothing serves
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         store.close()
@@ -128,6 +129,23 @@ async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: i
     if dispatch:
         sandbox.start_dispatching()
     return sandbox
+
+
+class _MethodNotFound(grpc.GenericRpcHandler):
+    """A method no service serves, answered in grpc-java's words as Cuebot answers it.
+
+    grpcio would say ``Method not found!``; Cuebot (grpc-java) names the
+    method: ``Method not found: host.OwnerInterface/SetMaxCores``.
+    """
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        message = f"Method not found: {details.method.lstrip('/')}"
+
+        async def unknown(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+            return b""  # not reached: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(unknown)
 
 
 class _Empty(Servant):
