@@ -76,8 +76,8 @@ BYTES_IN = web.RequestKey("bytes_in", int) if hasattr(web, "RequestKey") else "b
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 OPEN_PREFIXES = ("/docs/static",)
 OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
-# the two catch-all routes: RPCs (handle_rpc), and 404/405 under /api
-_CATCH_ALLS = frozenset({"/{path}", "/{lead}api{tail}"})
+# each route's metric label, fixed when the app is built (None: the RPC catch-all)
+ROUTE_LABELS = web.AppKey("route_labels", dict)
 
 _SLASHES = re.compile(r"//+")
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
@@ -175,15 +175,30 @@ def _capped(request: web.Request, response: web.StreamResponse, code: int,
 
 def _route_label(request: web.Request, table: MethodTable) -> str:
     """The route as a metric label: a bounded set, never the raw path of an unknown URL."""
+    labels = request.app[ROUTE_LABELS]
     resource = getattr(request.match_info.route, "resource", None)
-    template = resource.canonical if resource is not None else ""
-    if template and template not in _CATCH_ALLS:
-        return template  # a route of its own: /metrics, /api/job/{job_id}, /docs/static...
-    if template != "/{path}":
-        return UNMATCHED
+    label = labels.get(resource, UNMATCHED)
+    if label is not None:
+        return label
     path = request.path
     route = table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
     return route.path if route is not None else UNMATCHED
+
+
+def _route_labels(app: web.Application, rpc: web.AbstractResource) -> dict[object, str | None]:
+    """Every route's label: its template (``/api/job/{job_id}``, ``/metrics``...).
+
+    A route whose pattern spans segments (``.*``) is a catch-all: the RPC one
+    is labelled per request by the method it names (None here), any other
+    (404/405 under ``/api``) as ``unmatched``.
+    """
+    labels: dict[object, str | None] = {}
+    for resource in app.router.resources():
+        pattern = resource.get_info().get("pattern")
+        catch_all = pattern is not None and ".*" in pattern.pattern
+        labels[resource] = UNMATCHED if catch_all else resource.canonical
+    labels[rpc] = None
+    return labels
 
 
 def _record(request: web.Request, state: GatewayState, response: web.StreamResponse | None,
@@ -435,7 +450,8 @@ def create_app(state: GatewayState) -> web.Application:
     reload.add_routes(app)
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
-    app.router.add_route("*", "/{path:.*}", handle_rpc)
+    rpc = app.router.add_route("*", "/{path:.*}", handle_rpc).resource
+    app[ROUTE_LABELS] = _route_labels(app, rpc)
     app[OPEN_RESOURCES] = frozenset(
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))

@@ -25,7 +25,8 @@ from prometheus_client import multiprocess
 from gateway.app import STATE
 from gateway.metrics import UNMATCHED, Metrics
 from scrape import label_values, samples, scrape, value
-from support import ROOT, GatewayProcess, RecordingCuebot, auth_headers, free_port, token
+from support import (ROOT, GatewayProcess, RecordingCuebot, auth_headers, free_port,
+                     raw_request, token)
 
 GET_SHOWS = "/show.ShowInterface/GetShows"
 FIND_SHOW = "/show.ShowInterface/FindShow"
@@ -370,3 +371,20 @@ async def test_without_the_variable_a_process_counts_alone(cuebot: RecordingCueb
     finally:
         for gw in (a, b):
             await asyncio.to_thread(gw.stop)
+
+
+async def test_every_route_of_its_own_is_its_label(make_gateway: Any,
+                                                   cuebot: RecordingCuebot) -> None:
+    gw = await make_gateway()
+    await gw.get("/healthz")
+    await gw.get("/readyz")
+    await gw.post("/admin/reload", headers={"Authorization": "Bearer nope"})
+    await gw.get("/openapi.json")
+    await gw.get("/api/show/")          # a near miss the /api catch-all serves
+    status, _, _ = await raw_request(gw.port, "GET", "//api/nothing-7f3a")
+    assert status == 404
+    found = await scrape(gw)
+    assert {s.labels["route"] for s in found if s.name == REQ} == {
+        "/healthz", "/readyz", "/admin/reload", "/openapi.json", UNMATCHED}
+    assert value(found, REQ, route="/admin/reload", status="401") == 1
+    assert value(found, REQ, route=UNMATCHED) == 2
