@@ -34,6 +34,7 @@ from aiohttp import web
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from . import __version__
+from .compression import accepts_gzip
 from .routes import MethodTable
 from .transcode import is_repeated
 
@@ -272,34 +273,13 @@ _DOCS_PAGE = """<!doctype html>
 """
 
 
-def _accepts_gzip(header: str) -> bool:
-    """Whether an ``Accept-Encoding`` value allows gzip (RFC 9110 12.5.3, q-values)."""
-    star = None
-    for item in header.split(","):
-        coding, _, params = item.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.strip().partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        coding = coding.strip().lower()
-        if coding in ("gzip", "x-gzip"):
-            return q > 0
-        if coding == "*":
-            star = q > 0
-    return bool(star)
-
-
 def add_routes(app: web.Application, table_of: Callable[[web.Request], MethodTable]) -> None:
     """``GET /openapi.json`` and, when the Swagger UI assets are installed, ``/docs``."""
 
     async def spec(request: web.Request) -> web.Response:
         """The document; gzipped if the client takes it, 304 if it has this version."""
         doc = served(table_of(request))
-        zipped = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        zipped = accepts_gzip(request.headers.get("Accept-Encoding", ""))
         # each representation has its own strong validator
         etag = f'"{doc.digest}-gzip"' if zipped else f'"{doc.digest}"'
         headers = {"ETag": etag, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
