@@ -1,10 +1,9 @@
 """gzip for large replies, when the client says it accepts it.
 
 A 10,000-frame ``GetFrames`` reply is 6.4 MB of JSON; gzip level 1 makes it
-1.07 MB (17 %) in about 45 ms on the 2-core machine it was measured on (less
-than encoding the JSON took), level 6 (zlib's default) 0.87 MB (14 %) in 2.5
-times as long, level 9 0.84 MB in 7 times (``scripts/bench_gzip.py``,
-BENCHMARKS.md). The link from the gateway to its clients is rarely slow
+1.07 MB (17 %) in less time than encoding the JSON took, level 6 (zlib's
+default) 0.87 MB (14 %) in over twice as long, level 9 0.84 MB in about six
+times (``scripts/bench_gzip.py``, BENCHMARKS.md). The link from the gateway to its clients is rarely slow
 enough for the last 3 % to pay for that CPU, so level 1. Large bodies are
 compressed in a worker thread (zlib releases the GIL), so one big reply does
 not stall every other request on the event loop.
