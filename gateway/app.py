@@ -67,6 +67,8 @@ USER = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
 # headers every reply gets, whatever produced it (rate-limit state, CORS)
 REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestKey")
                  else "reply_headers")
+# the canonical path of the RPC a request named, once handle_rpc has found it
+ROUTE_PATH = web.RequestKey("route_path", str) if hasattr(web, "RequestKey") else "route_path"
 # request body bytes, once a handler has read the body
 BYTES_IN = web.RequestKey("bytes_in", int) if hasattr(web, "RequestKey") else "bytes_in"
 
@@ -180,6 +182,9 @@ def _route_label(request: web.Request, table: MethodTable) -> str:
     label = labels.get(resource, UNMATCHED)
     if label is not None:
         return label
+    found = request.get(ROUTE_PATH)
+    if found is not None:  # handle_rpc looked it up already, in the table it used
+        return found
     path = request.path
     route = table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
     return route.path if route is not None else UNMATCHED
@@ -409,6 +414,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
             raise GatewayError(501, errors.UNIMPLEMENTED,
                                f"{path} is a streaming RPC; this gateway serves unary RPCs only")
         raise errors.not_found(table.explain_miss(path))
+    request[ROUTE_PATH] = route.path  # the metrics label, from the table this request uses
     if request.method != "POST":
         raise errors.method_not_allowed("POST")
 
