@@ -145,7 +145,16 @@ def test_proto_path_with_a_syntax_error(tmp_path: Path) -> None:
     (tmp_path / "broken.proto").write_text(
         'syntax = "proto3";\npackage broken;\nmessage { string x = 1; }\n')
     line = _error_line(run_gateway("--proto-path", str(tmp_path)), 1)
-    assert "protoc" in line and "broken.proto" in line
+    assert line.endswith("protoc: broken.proto:3:9: Expected message name."), line
+
+
+def test_proto_path_error_is_protocs_error_not_its_warning(tmp_path: Path) -> None:
+    """protoc's first stderr line is abseil's preamble warning; the error comes later."""
+    (tmp_path / "broken.proto").write_text("garbage\n")
+    line = _error_line(run_gateway("--proto-path", str(tmp_path)), 1)
+    assert line.endswith('protoc: broken.proto:1:1: Expected top-level statement '
+                         '(e.g. "message")."'[:-1]), line
+    assert "WARNING" not in line and "absl" not in line
 
 
 def test_reflection_against_a_dead_backend_fails_within_the_timeout() -> None:
