@@ -238,6 +238,7 @@ class Option:
     metavar: str = "VALUE"
     switch: bool = False      # a flag without a value (sets the string "true")
     secret: bool = False      # never shown: not in --help defaults, not in repr
+    shown: str | None = None  # the default as --help words it, where the value says little
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -248,8 +249,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "REST_PORT", "--port", _int_range(0, 65535), 8448,
            "HTTP port (0 picks a free one and logs it)", "PORT"),
     Option("descriptor_source", "DESCRIPTOR_SOURCE", "--descriptor-source", _source, None,
-           "where service descriptors come from: bundled, file, reflection or proto "
-           "(default: implied by the options below, else bundled)", "SOURCE"),
+           "where service descriptors come from: bundled, file, reflection or proto",
+           "SOURCE", shown="implied by the options below, else bundled"),
     Option("descriptor_set", "DESCRIPTOR_SET", "--descriptor-set", _path, None,
            "FileDescriptorSet file (protoc --include_imports --descriptor_set_out)", "PATH"),
     Option("reflection", None, "--reflection", _bool, False,
@@ -263,8 +264,8 @@ OPTIONS: tuple[Option, ...] = (
            "in reflection mode, seconds between fetches of the backend's descriptors (0: off)",
            "DURATION"),
     Option("services", "SERVICES", "--services", _names, (),
-           "comma-separated service patterns to expose, e.g. 'show.*,job.*' "
-           "(default: all)", "PATTERNS"),
+           "comma-separated service patterns to expose, e.g. 'show.*,job.*'", "PATTERNS",
+           shown="all"),
     Option("exclude_services", "EXCLUDE_SERVICES", "--exclude-services", _names,
            ("rqd.*", "report.*", "grpc.reflection.*"),
            "comma-separated service patterns never exposed; '' exposes everything", "PATTERNS"),
@@ -273,9 +274,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("grpc_max_recv_msg_mb", "GRPC_MAX_RECV_MSG_MB", "--grpc-max-recv-msg-mb",
            _int_range(1, 4095), 256, "largest Cuebot reply accepted, in MB", "MB"),
     Option("max_request_bytes", "MAX_REQUEST_BYTES", "--max-request-bytes", _size,
-           8 * 1024**2, "largest HTTP request body accepted (413 above)", "SIZE"),
+           8 * 1024**2, "largest HTTP request body accepted (413 above)", "SIZE",
+           shown="8MiB"),
     Option("max_response_bytes", "MAX_RESPONSE_BYTES", "--max-response-bytes", _size,
-           1024**3, "largest reply body sent, before compression (502 above)", "SIZE"),
+           1024**3, "largest reply body sent, before compression (502 above)", "SIZE",
+           shown="1GiB"),
     Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
            "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
     Option("cuebot_tls", "CUEBOT_TLS", "--cuebot-tls", _bool, False,
@@ -290,10 +293,11 @@ OPTIONS: tuple[Option, ...] = (
            _text, None, "name to verify in Cuebot's certificate, if not the host", "NAME"),
     # -- authentication ------------------------------------------------
     Option("jwt_secret", "JWT_SECRET", None, _secret, None,
-           "HMAC secret that signs client tokens (environment only, never a flag)",
+           "HMAC secret that signs client tokens, taken verbatim",
            secret=True),
     Option("jwt_secret_file", "JWT_SECRET_FILE", "--jwt-secret-file", _path, None,
-           "file of HMAC secrets, one per line, all accepted (for rotation)", "PATH"),
+           "file of HMAC secrets, one per line, all accepted (for rotation); with or "
+           "instead of JWT_SECRET", "PATH"),
     Option("jwt_algorithms", "JWT_ALGORITHMS", "--jwt-algorithms", _algorithms, ("HS256",),
            "accepted token algorithms: HS256, HS384, HS512", "ALGS"),
     Option("jwt_required_claims", "JWT_REQUIRED_CLAIMS", "--jwt-required-claims", _claims,
@@ -305,13 +309,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_issuer", "JWT_ISSUER", "--jwt-issuer", _text, None,
            "required iss claim, if set", "ISS"),
     Option("no_auth", None, "--no-auth", _bool, False,
-           "serve without authentication (development only; a loud warning)", switch=True),
+           "serve without authentication: only with --dev, so only on 127.0.0.1 (a loud "
+           "warning)", switch=True),
     # -- rate limits ---------------------------------------------------
     Option("rate_limit_rps", "RATE_LIMIT_RPS", "--rate-limit-rps", _rate, 100.0,
            "requests per second per client (0 turns limiting off)", "RPS"),
     Option("rate_limit_burst", "RATE_LIMIT_BURST", "--rate-limit-burst", _optional_rate, None,
-           "bucket size: requests a client may make at once (default: one second's worth)",
-           "N"),
+           "bucket size: requests a client may make at once", "N",
+           shown="one second's worth, RATE_LIMIT_RPS"),
     Option("rate_limit_costs", "RATE_LIMIT_COSTS", "--rate-limit-costs", _costs, (),
            "per-method costs, e.g. 'job.JobInterface/GetJobs=5,host.HostInterface/*=2'",
            "LIST"),
@@ -349,9 +354,10 @@ OPTIONS: tuple[Option, ...] = (
            "start the embedded Cuebot stand-in on a free loopback port and serve it "
            "(ignores CUEBOT_ENDPOINT)", switch=True),
     Option("sandbox_db", "SANDBOX_DB", "--sandbox-db", _text, ":memory:",
-           "the sandbox's SQLite file, kept across restarts (default: in memory)", "PATH"),
+           "the sandbox's SQLite file, kept across restarts", "PATH", shown="in memory"),
     Option("demo", "SANDBOX_DEMO", "--demo", _bool, False,
-           "seed a new sandbox with demo hosts and jobs (the default)", switch=True),
+           "seed a new sandbox with demo hosts and jobs", switch=True,
+           shown="on, unless --empty"),
     Option("empty", "SANDBOX_EMPTY", "--empty", _bool, False,
            "seed a new sandbox as a fresh Cuebot, without demo data", switch=True),
     Option("speed", "SANDBOX_SPEED", "--speed", _float_range(0, 10000, low_open=True), 1.0,
@@ -451,30 +457,68 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
+def _shown_default(o: Option) -> str:
+    """The default as --help states it ("" for none worth stating)."""
+    if o.shown is not None:
+        return o.shown
+    default = o.default
+    if o.secret or default is None or default is False or default == ():
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(str(d) for d in default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def _help(o: Option) -> str:
+    where = [f"env {o.env}"] if o.env else []
+    default = _shown_default(o)
+    if default:
+        where.append(f"default {default}")
+    return f"{o.help} ({'; '.join(where)})" if where else o.help
+
+
+def _wrapped(text: str, indent: str = "", width: int = 79) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
+def _epilog() -> str:
+    para = _wrapped
+    env_only = [o for o in OPTIONS if o.flag is None and o.env]
+    parts = ["\n".join([para("Environment only (a flag would show in `ps`):")]
+                       + [para(f"{o.env}: {o.help}", "  ") for o in env_only])]
+    parts.append(para(
+        "Authentication: every request needs a JWT signed with JWT_SECRET or a secret in "
+        "JWT_SECRET_FILE (--jwt-secret-file); without either the gateway does not start. "
+        "--sandbox makes a secret and prints a token for it; --dev --no-auth serves without "
+        "authentication, on 127.0.0.1 only."))
+    parts.append(para("Every setting can also come from the environment variable shown; "
+                      "a flag wins over its variable."))
+    return "\n\n".join(parts)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="opencue-gateway",
         allow_abbrev=False,  # a typo must not silently become another flag
-        description="HTTP/JSON gateway for OpenCue's Cuebot: POST /<package.Service>/<Method> "
-                    "with a JSON body calls that gRPC method and returns its reply as JSON.",
-        epilog="Every setting can also come from the environment variable shown; "
-               "a flag wins over its variable.",
+        description=_wrapped("HTTP/JSON gateway for OpenCue's Cuebot: POST "
+                             "/<package.Service>/<Method> with a JSON body calls that gRPC "
+                             "method and returns its reply as JSON."),
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines as made
     )
     for o in OPTIONS:
         if o.flag is None:
-            continue  # environment only (secrets: a flag would show in `ps`)
-        where = f"env {o.env}; " if o.env else ""
-        default = o.default
-        if isinstance(default, tuple):
-            default = ",".join(default) or "none"
-        shown = "" if default in (None, False, ()) or o.secret else f"default {default}"
-        extra = f" ({where}{shown})".replace("; )", ")") if (where or shown) else ""
+            continue  # environment only (secrets: a flag would show in `ps`): the epilog
         if o.switch:
             p.add_argument(o.flag, dest=o.name, action="store_const", const="true",
-                           default=None, help=o.help + extra)
+                           default=None, help=_help(o))
         else:
             p.add_argument(o.flag, dest=o.name, metavar=o.metavar, default=None,
-                           help=o.help + extra)
+                           help=_help(o))
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -528,7 +572,8 @@ def _checked(values: dict[str, Any]) -> Config:
     if values.get("no_auth") and (values.get("jwt_secret") or values.get("jwt_secret_file")):
         raise ConfigError("--no-auth contradicts JWT_SECRET / JWT_SECRET_FILE; choose one")
     if values.get("no_auth") and not values.get("dev"):
-        raise ConfigError("--no-auth is only allowed with --dev (which serves 127.0.0.1 only)")
+        raise ConfigError("--no-auth is only allowed with --dev, which serves 127.0.0.1 only: "
+                          "run --dev --no-auth, or set JWT_SECRET / JWT_SECRET_FILE")
     if values.get("dev"):
         host = values.get("host") or "127.0.0.1"
         if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):

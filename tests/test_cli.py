@@ -96,6 +96,21 @@ def test_malformed_command_line_exits_2_with_one_line() -> None:
     assert "--no-such-flag" in line
 
 
+def test_no_secret_says_every_way_out_in_one_line() -> None:
+    """The line names both settings, and the development way out works as it is written."""
+    line = _error_line(run_gateway(env={"JWT_SECRET": None}), 1)
+    for words in ("JWT_SECRET,", "JWT_SECRET_FILE", "--sandbox", "--dev --no-auth"):
+        assert words in line, line
+    half = _error_line(run_gateway("--no-auth", env={"JWT_SECRET": None}), 2)
+    assert "only allowed with --dev" in half and "--dev --no-auth" in half, half
+    gw = GatewayProcess("--dev", "--no-auth", env={"JWT_SECRET": None,
+                                                    "CUEBOT_ENDPOINT": "127.0.0.1:1"})
+    try:
+        gw.wait_ready()
+    finally:
+        assert gw.stop() == 0, gw.output
+
+
 def test_conflicting_settings_exit_2() -> None:
     line = _error_line(run_gateway(env={"CUEBOT_TLS_CERT": "/c.pem"}), 2)
     assert "CUEBOT_TLS_KEY" in line
