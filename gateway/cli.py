@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth, reload
+from . import auth, health, reload
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -162,9 +162,11 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
 
 
 async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None, *,
-                 reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+                 reuse_port: bool = False, ready: Callable[[], None] | None = None,
+                 check_cuebot: bool = True) -> None:
     tls = _tls_context(cfg)
     state = await build_state(cfg)
+    check: asyncio.Task[None] | None = None
     # shutdown_timeout: how long cleanup() lets in-flight requests finish
     runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False,
                            shutdown_timeout=cfg.shutdown_grace)
@@ -198,6 +200,9 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
         reloader.start_watching()
+        if check_cuebot and state.readiness is not None:  # a warning if it does not answer
+            check = asyncio.create_task(health.report_at_start(state.readiness,
+                                                               cfg.cuebot_endpoint))
         if ready is not None:
             ready()
         await stop.wait()
@@ -205,14 +210,19 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         log.info("shutting down: no new connections; in-flight requests have up to %g s",
                  cfg.shutdown_grace)
     finally:
+        if check is not None:
+            check.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             asyncio.get_running_loop().remove_signal_handler(sig)
         await runner.cleanup()
 
 
-async def run_worker(cfg: Config, ready: Callable[[], None]) -> None:
-    """One ``--workers`` process: the gateway on a port it shares with its siblings."""
-    await _serve(cfg, None, None, reuse_port=True, ready=ready)
+async def run_worker(cfg: Config, ready: Callable[[], None], *, first: bool = True) -> None:
+    """One ``--workers`` process: the gateway on a port it shares with its siblings.
+
+    Only the ``first`` worker reports on Cuebot at start-up: one warning, not N.
+    """
+    await _serve(cfg, None, None, reuse_port=True, ready=ready, check_cuebot=first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

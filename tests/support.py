@@ -8,6 +8,7 @@ that path, by default an empty reply message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.protobuf.message import Message
@@ -177,6 +178,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def dead_endpoint() -> Iterator[str]:
+    """``127.0.0.1:PORT`` where nothing answers, for as long as the block runs.
+
+    The port is bound but not listening: connections are refused, and no
+    other process (another test worker) can take it meanwhile, as it could
+    a port that ``free_port`` merely found free.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{s.getsockname()[1]}"
 
 
 class GatewayProcess:
