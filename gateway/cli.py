@@ -201,8 +201,7 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
         reloader.start_watching()
         if check_cuebot and state.readiness is not None:  # a warning if it does not answer
-            check = asyncio.create_task(health.report_at_start(state.readiness,
-                                                               cfg.cuebot_endpoint))
+            check = asyncio.create_task(health.report_at_start(state.backend, state.readiness))
         if ready is not None:
             ready()
         await stop.wait()

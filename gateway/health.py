@@ -91,19 +91,40 @@ class Readiness:
                      else "Cuebot reachable; its health check answered OK", time.time())
 
 
-async def report_at_start(readiness: Readiness, endpoint: str) -> None:
-    """One line at start-up on whether Cuebot answers; the gateway serves either way.
+async def connected(channel: grpc.aio.Channel, timeout: float) -> bool:
+    """Whether the channel reaches READY (TCP, TLS, HTTP/2) within ``timeout``; no RPC is sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return False
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), left)
+        except asyncio.TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True
+
+
+async def report_at_start(backend: "Backend", readiness: Readiness,
+                          timeout: float = 5.0) -> None:
+    """One line at start-up on whether Cuebot can be reached; the gateway serves either way.
 
     A mistyped CUEBOT_ENDPOINT otherwise shows only as every RPC answering
-    503; the warning says so before the first request does.
+    503; the warning says so before the first request does. Connecting sends
+    Cuebot no request; only when that fails does the probe ask, for the reason.
     """
+    if await connected(backend.channel, timeout):
+        log.info("Cuebot at %s: connected", backend.target)
+        return
     probe = await readiness.probe()
-    if probe.reachable:
-        log.info("Cuebot at %s answers (%s)", endpoint, probe.detail)
-    else:
-        log.warning("Cuebot at %s is not reachable (%s); serving anyway: RPCs answer 503 and "
-                    "/readyz 503 until it answers. Check CUEBOT_ENDPOINT.", endpoint,
-                    probe.detail)
+    detail = probe.detail if not probe.reachable else "no connection within %g s" % timeout
+    log.warning("Cuebot at %s is not reachable (%s); serving anyway: RPCs answer 503 and "
+                "/readyz 503 until it answers. Check CUEBOT_ENDPOINT.", backend.target, detail)
 
 
 def _json(data: dict[str, Any], status: int = 200) -> web.Response:

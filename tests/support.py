@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -193,19 +194,27 @@ def dead_endpoint() -> Iterator[str]:
         yield f"127.0.0.1:{s.getsockname()[1]}"
 
 
+_LISTENING = re.compile(r"listening on https?://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
+
+
 class GatewayProcess:
-    """``python -m gateway`` in a child process, its output collected by a thread."""
+    """``python -m gateway`` in a child process, its output collected by a thread.
+
+    It listens on a port the kernel picks (``--port 0``), read from its
+    "listening on" line: no fixed port, and no window between finding a free
+    port and binding it in which a parallel test could take it.
+    """
 
     def __init__(self, *args: str, env: dict[str, str | None] | None = None,
                  port: int | None = None) -> None:
-        self.port = port or free_port()
+        self._port = port
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
                     "JWT_SECRET": SECRET}
         full_env.update(env or {})
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
-             "--port", str(self.port), *args],
+             "--port", str(port or 0), *args],
             cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.log: list[str] = []
@@ -217,8 +226,19 @@ class GatewayProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.log.append(line)
-            if "listening on" in line:
+            found = _LISTENING.search(line)
+            if found:
+                if self._port is None:
+                    self._port = int(found.group(1))
                 self._ready.set()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (waits for its "listening on" line)."""
+        if self._port is None and not self._ready.wait(60):
+            raise AssertionError("gateway has not said where it listens:\n" + self.output)
+        assert self._port is not None
+        return self._port
 
     @property
     def url(self) -> str:
@@ -255,8 +275,13 @@ class GatewayProcess:
 
 def run_gateway(*args: str, env: dict[str, str | None] | None = None,
                 timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``python -m gateway`` to completion (for start-up failures and --help)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET}
+    """Run ``python -m gateway`` to completion (for start-up failures and --help).
+
+    ``REST_PORT=0`` unless the test says otherwise: a start that gets as far
+    as listening must not depend on 8448 being free (a newcomer's Quick-start
+    gateway may hold it).
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET, "REST_PORT": "0"}
     full_env.update(env or {})
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=full_env,

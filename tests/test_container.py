@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import ROOT, GatewayProcess, dead_endpoint
+from support import ROOT, GatewayProcess, dead_endpoint, free_port
 
 TEXT = (ROOT / "Containerfile").read_text()
 
@@ -108,8 +108,11 @@ def _healthcheck(pid: int, env: dict[str, str | None] | None = None) -> subproce
 
 
 def test_healthcheck_follows_the_gateways_flags() -> None:
-    """`podman run IMAGE --port N`: the port is a flag of PID 1, not a variable."""
-    gw = GatewayProcess(env={"REST_PORT": None}).wait_ready()
+    """`podman run IMAGE --port N`: the port is a flag of PID 1, not a variable.
+
+    (A real port: with --port 0 the gateway picks one that only its log names.)
+    """
+    gw = GatewayProcess(env={"REST_PORT": None}, port=free_port()).wait_ready()
     try:
         result = _healthcheck(gw.proc.pid, {"REST_PORT": None})
     finally:
@@ -123,7 +126,7 @@ def test_healthcheck_speaks_https_when_the_gateway_does(tmp_path: Path) -> None:
 
     leaf = Authority.create(tmp_path, "hc-ca").issue(tmp_path, "gateway", dns=("gateway",))
     tls = {"TLS_CERT_FILE": str(leaf.cert), "TLS_KEY_FILE": str(leaf.key)}
-    gw = GatewayProcess(env=tls).wait_ready()
+    gw = GatewayProcess(env=tls, port=free_port()).wait_ready()
     try:
         result = _healthcheck(gw.proc.pid, tls)
     finally:

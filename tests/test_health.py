@@ -103,12 +103,13 @@ async def test_a_reachable_cuebot_gets_no_warning(cuebot: RecordingCuebot) -> No
     try:
         await asyncio.to_thread(gw.wait_ready)
         deadline = time.monotonic() + 10
-        while f"Cuebot at {cuebot.endpoint} answers" not in gw.output:
+        while f"Cuebot at {cuebot.endpoint}: connected" not in gw.output:
             assert time.monotonic() < deadline, gw.output
             await asyncio.sleep(0.05)
     finally:
         assert await asyncio.to_thread(gw.stop) == 0, gw.output
     assert "WARNING" not in gw.output, gw.output
+    assert cuebot.calls == []  # connecting sent Cuebot no request
 
 
 async def test_probes_are_cached_and_shared(make_gateway: Any, cuebot: RecordingCuebot) -> None:

@@ -282,8 +282,9 @@ def test_reload_runs_off_the_event_loop(tmp_path: Path) -> None:
         await backend.close()
         return ticks / max(elapsed / 0.005, 1)
 
-    # a blocked loop would tick about once; a free one ticks through most of the build
-    assert asyncio.run(main()) > 0.3
+    # a blocked loop would tick about once (a ratio near 0.01); a free one ticks through
+    # much of the build, less of it on a machine busy with other tests (0.2 was seen)
+    assert asyncio.run(main()) > 0.1
 
 
 @pytest.mark.parametrize("setting", ["--descriptor-watch", "--descriptor-refresh"])
