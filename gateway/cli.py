@@ -209,8 +209,9 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         log.info("shutting down: no new connections; in-flight requests have up to %g s",
                  cfg.shutdown_grace)
     finally:
-        if check is not None:
+        if check is not None:  # before the channel closes under it
             check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             asyncio.get_running_loop().remove_signal_handler(sig)
         await runner.cleanup()

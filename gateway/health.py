@@ -118,10 +118,14 @@ async def report_at_start(backend: "Backend", readiness: Readiness,
     503; the warning says so before the first request does. Connecting sends
     Cuebot no request; only when that fails does the probe ask, for the reason.
     """
-    if await connected(backend.channel, timeout):
-        log.info("Cuebot at %s: connected", backend.target)
+    try:
+        if await connected(backend.channel, timeout):
+            log.info("Cuebot at %s: connected", backend.target)
+            return
+        probe = await readiness.probe()
+    except (grpc.RpcError, grpc.aio.UsageError, RuntimeError) as e:  # closed under it: stopping
+        log.debug("start-up check of Cuebot ended: %s", e)
         return
-    probe = await readiness.probe()
     detail = probe.detail if not probe.reachable else "no connection within %g s" % timeout
     log.warning("Cuebot at %s is not reachable (%s); serving anyway: RPCs answer 503 and "
                 "/readyz 503 until it answers. Check CUEBOT_ENDPOINT.", backend.target, detail)
