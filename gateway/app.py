@@ -12,10 +12,11 @@ sits in one object so that a reload can swap it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import quote
@@ -32,6 +33,7 @@ from .cors import CorsPolicy
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED, Metrics
+from .offload import Offloader
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
@@ -57,6 +59,7 @@ class GatewayState:
     metrics: Metrics = field(default_factory=Metrics)
     reloader: "reload.Reloader | None" = None      # made by create_app
     readiness: "health.Readiness | None" = None    # made by create_app
+    offload: Offloader | None = None               # made by create_app
     draining: bool = False                         # shutting down: /readyz says 503
 
 
@@ -82,6 +85,25 @@ OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
 ROUTE_LABELS = web.AppKey("route_labels", dict)
 
 _SLASHES = re.compile(r"//+")
+# Request ids made here: a random 16-hex-digit prefix per process and a
+# counter, 32 hex digits as a UUID's, unique without a syscall per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+def _reseed_request_ids() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_reseed_request_ids)  # a forked child is another process
+
+
+
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
 _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
@@ -116,7 +138,7 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     rid = request.headers.get("X-Request-Id")
     if rid is None or not _REQUEST_ID_OK.match(rid):
-        rid = uuid.uuid4().hex
+        rid = _new_request_id()
     request[REQUEST_ID] = rid
     request[REPLY_HEADERS] = extra = {}
     state.metrics.in_flight.inc()
@@ -419,13 +441,19 @@ async def handle_rpc(request: web.Request) -> web.Response:
         raise errors.method_not_allowed("POST")
 
     body = await _body(request, state.cfg.max_request_bytes)
-    try:
-        data = route.request.from_json(body)
+    offload = state.offload
+    assert offload is not None
+    try:  # large messages are converted in another process, small ones right here
+        data = (await offload.from_json(table, route.request, body)
+                if offload.offloads(len(body)) else route.request.from_json(body))
     except DecodeError as e:
         raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
+    except EncodeError as e:  # the conversion process failed, not the request
+        raise GatewayError(502, errors.INTERNAL, str(e)) from None
     reply = await invoke(request, route, data)
     try:
-        out = route.response.to_json(reply)
+        out = (await offload.to_json(table, route.response, reply)
+               if offload.offloads(len(reply)) else route.response.to_json(reply))
     except EncodeError as e:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
     return web.Response(body=out, content_type="application/json")
@@ -437,13 +465,17 @@ async def handle_rpc(request: web.Request) -> web.Response:
 def create_app(state: GatewayState) -> web.Application:
     app = web.Application(
         client_max_size=state.cfg.max_request_bytes,
-        middlewares=[context, cors, guard],
+        # without CORS_ORIGINS (or --dev) no request needs the cors layer
+        middlewares=[context, cors, guard] if state.cors.enabled else [context, guard],
     )
     app[STATE] = state
     if state.reloader is None:
         state.reloader = reload.Reloader(state)
     if state.readiness is None:
         state.readiness = health.Readiness(state.backend)
+    if state.offload is None:
+        cfg = state.cfg
+        state.offload = Offloader(cfg.offload_workers, cfg.offload_min_bytes, cfg.offload_idle)
 
     def table_of(request: web.Request) -> MethodTable:
         """The table a request uses, read once; its version goes in the reply."""
@@ -467,6 +499,8 @@ def create_app(state: GatewayState) -> web.Application:
         if state.reloader is not None:
             await state.reloader.close()
         await state.backend.close()
+        if state.offload is not None:
+            await state.offload.close()
         if state.limiter is not None:
             await state.limiter.close()
 

@@ -278,6 +278,15 @@ OPTIONS: tuple[Option, ...] = (
            1024**3, "largest reply body sent, before compression (502 above)", "SIZE"),
     Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
            "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
+    Option("offload_workers", "OFFLOAD_WORKERS", "--offload-workers", _int_range(0, 64), 1,
+           "processes converting large messages off the event loop, started when first "
+           "needed (0: convert everything in the event loop)", "N"),
+    Option("offload_min_bytes", "OFFLOAD_MIN_BYTES", "--offload-min-bytes", _size, 128 * 1024,
+           "messages this large or larger (reply wire bytes, request JSON bytes) are "
+           "converted by those processes", "SIZE"),
+    Option("offload_idle", "OFFLOAD_IDLE", "--offload-idle", _seconds, 30.0,
+           "seconds a conversion process may stay idle before it exits, giving its memory "
+           "back (0: never)", "DURATION"),
     Option("cuebot_tls", "CUEBOT_TLS", "--cuebot-tls", _bool, False,
            "connect to Cuebot with TLS (implied by --cuebot-tls-ca)", switch=True),
     Option("cuebot_tls_ca", "CUEBOT_TLS_CA", "--cuebot-tls-ca", _path, None,
@@ -379,6 +388,9 @@ class Config:
     max_request_bytes: int = 8 * 1024**2
     max_response_bytes: int = 1024**3
     gzip_min_bytes: int = 1024
+    offload_workers: int = 1
+    offload_min_bytes: int = 128 * 1024
+    offload_idle: float = 30.0
     cuebot_tls: bool = False
     cuebot_tls_ca: Path | None = None
     cuebot_tls_cert: Path | None = None
