@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth, reload
+from . import auth, memory, reload
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -164,6 +164,7 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
 async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None, *,
                  reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
     tls = _tls_context(cfg)
+    memory.setup()
     state = await build_state(cfg)
     # shutdown_timeout: how long cleanup() lets in-flight requests finish
     runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False,
