@@ -138,6 +138,8 @@ class Metrics:
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
         self._descriptor_labels: tuple[str, str] | None = None
+        self._request_children: dict[tuple[str, str, int, str], tuple] = {}
+        self._backend_children: dict[tuple[str, str], Histogram] = {}
 
         if multiprocess_dir is None:
             assert own is not None
@@ -153,16 +155,36 @@ class Metrics:
         return cls(os.environ.get(MULTIPROC_ENV) or None)
 
     # -- the request path ------------------------------------------------
+    # ``labels()`` validates and looks its arguments up under a lock on every
+    # call; the label sets are few and fixed (see the module docstring), so
+    # each request resolves its children once, from a dict, and then only
+    # counts. The dicts are bounded by those label sets.
     def observe_request(self, route: str, method: str, status: int, grpc_code: str,
                         seconds: float, bytes_in: int, bytes_out: int) -> None:
-        self.requests.labels(route, method if method in HTTP_METHODS else "other",
-                             str(status), grpc_code).inc()
-        self.request_seconds.labels(route).observe(seconds)
-        self.request_bytes.labels(route).observe(bytes_in)
-        self.response_bytes.labels(route).observe(bytes_out)
+        if method not in HTTP_METHODS:
+            method = "other"  # any token is a method to HTTP: keep the keys bounded
+        key = (route, method, status, grpc_code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status), grpc_code),
+                *self._route_children(route))
+        total, duration, size_in, size_out = children
+        total.inc()
+        duration.observe(seconds)
+        size_in.observe(bytes_in)
+        size_out.observe(bytes_out)
+
+    def _route_children(self, route: str) -> tuple[Histogram, Histogram, Histogram]:
+        return (self.request_seconds.labels(route), self.request_bytes.labels(route),
+                self.response_bytes.labels(route))
 
     def observe_backend(self, route: str, grpc_code: str, seconds: float) -> None:
-        self.backend_seconds.labels(route, grpc_code).observe(seconds)
+        key = (route, grpc_code)
+        child = self._backend_children.get(key)
+        if child is None:
+            child = self._backend_children[key] = self.backend_seconds.labels(route, grpc_code)
+        child.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
