@@ -314,7 +314,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     subject = None
     if state.auth is not None:
         try:
-            identity = state.auth.authenticate(request.headers.get("Authorization"))
+            identity = await state.auth.check(request.headers.get("Authorization"))
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
@@ -462,6 +462,11 @@ def create_app(state: GatewayState) -> web.Application:
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
 
+    async def start_jwks(app: web.Application) -> None:
+        auth = app[STATE].auth
+        if auth is not None and auth.keys is not None:
+            auth.keys.start()  # JWT_JWKS_REFRESH
+
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
         if state.reloader is not None:
@@ -469,6 +474,9 @@ def create_app(state: GatewayState) -> web.Application:
         await state.backend.close()
         if state.limiter is not None:
             await state.limiter.close()
+        if state.auth is not None and state.auth.keys is not None:
+            await state.auth.keys.close()
 
+    app.on_startup.append(start_jwks)
     app.on_cleanup.append(close_backend)
     return app

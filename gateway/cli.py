@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth, reload
+from . import auth, jwks, reload
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -40,10 +40,10 @@ def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> N
     logs.setup(level, fmt, worker)
 
 
-def _guards(cfg: Config) -> dict[str, object]:
+def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str, object]:
     """Authentication, rate limits, CORS and proxies, as the settings ask."""
     try:
-        authenticator = auth.from_config(cfg)
+        authenticator = auth.from_config(cfg, keys)
     except (auth.AuthConfigError, ValueError) as e:
         raise StartupError(str(e)) from None
     limiter = None
@@ -76,18 +76,34 @@ async def build_state(cfg: Config) -> GatewayState:
         metrics = Metrics.for_process()
     except ValueError as e:
         raise StartupError(str(e)) from None
-    guards = _guards(cfg)
+    try:
+        keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
+    except jwks.JwksError as e:
+        raise StartupError(str(e)) from None
+    if keys is not None:
+        keys.on_refresh = metrics.jwks_refresh
+        metrics.jwks_keys.set(len(keys))
+    try:
+        guards = _guards(cfg, keys, metrics)
+    except StartupError:
+        if keys is not None:
+            await keys.close()
+        raise
     if isinstance(guards["limiter"], RateLimiter):
         guards["limiter"].on_redis_failure = metrics.redis_failure
     try:
         backend = Backend(cfg)
     except ConfigError as e:
+        if keys is not None:
+            await keys.close()
         raise StartupError(str(e)) from None
     try:  # the same two steps as every reload
         descs = await reload.load_descriptors(cfg, backend)
         table = await reload.build_table(cfg, backend, descs)
     except DescriptorError as e:
         await backend.close()
+        if keys is not None:
+            await keys.close()
         raise StartupError(str(e)) from None
     log.info("descriptors: %s, version %s: %d services, %d methods exposed",
              descs.source, descs.version, len(table.services), len(table.routes))
@@ -128,8 +144,9 @@ def _sandbox_banner(cfg: Config, url: str) -> str:
         return (f"\nSandbox ready at {url} (no authentication).\n"
                 f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
     secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
+    hmac = [a for a in cfg.jwt_algorithms if a in auth.HMAC_ALGORITHMS]
     token = auth.mint(secret, "sandbox-user", SANDBOX_TOKEN_HOURS * 3600,
-                      algorithm=cfg.jwt_algorithms[0])
+                      algorithm=hmac[0] if hmac else "HS256")
     return (f"\nSandbox ready at {url}. A token for it (valid {SANDBOX_TOKEN_HOURS} h):\n"
             f"  export TOKEN={token}\n"
             f"  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST "

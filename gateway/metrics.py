@@ -41,6 +41,7 @@ SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
+JWKS_OUTCOMES = ("ok", "unchanged", "failed")
 
 
 class _LiveOnly:
@@ -121,6 +122,12 @@ class Metrics:
         self.redis_failures = Counter(
             f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
             registry=own)
+        self.jwks_refreshes = Counter(
+            f"{p}_jwks_refreshes", "fetches of JWT_JWKS after start-up, by outcome: ok (new "
+            "keys), unchanged, failed (the last good keys kept)", ("outcome",), registry=own)
+        self.jwks_keys = Gauge(
+            f"{p}_jwks_keys", "usable keys of JWT_JWKS", registry=own,
+            multiprocess_mode="livemax")
         self.reloads = Counter(
             f"{p}_descriptor_reloads", "descriptor reloads, by outcome", ("outcome",),
             registry=own)
@@ -137,6 +144,8 @@ class Metrics:
             self.reloads.labels(outcome)
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
+        for outcome in JWKS_OUTCOMES:
+            self.jwks_refreshes.labels(outcome)
         self._descriptor_labels: tuple[str, str] | None = None
 
         if multiprocess_dir is None:
@@ -172,6 +181,12 @@ class Metrics:
 
     def redis_failure(self) -> None:
         self.redis_failures.inc()
+
+    def jwks_refresh(self, outcome: str, keys: int) -> None:
+        if outcome not in JWKS_OUTCOMES:
+            raise ValueError(f"JWKS outcome must be one of {', '.join(JWKS_OUTCOMES)}")
+        self.jwks_refreshes.labels(outcome).inc()
+        self.jwks_keys.set(keys)
 
     # -- descriptors ------------------------------------------------------
     def record_reload(self, outcome: str) -> None:

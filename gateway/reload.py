@@ -13,6 +13,8 @@ Triggers: SIGHUP, ``POST /admin/reload``, a change of the descriptor-set
 file or of the ``.proto`` files on disk (polled), and in reflection mode
 every ``DESCRIPTOR_REFRESH`` seconds. A secrets file (``JWT_SECRET_FILE``)
 is read again on each reload, so a rotated secret needs no restart either.
+Each reload also fetches ``JWT_JWKS`` again (a failed fetch keeps the last
+good keys and does not fail the reload).
 """
 from __future__ import annotations
 
@@ -120,7 +122,7 @@ class Reloader:
         old = state.table
         started = time.perf_counter()
         try:
-            self._refresh_secrets()
+            await self._refresh_access()
             descs = await load_descriptors(state.cfg, state.backend)
             if descs.version == old.version:
                 result = self._result("unchanged", old, old, trigger, started)
@@ -155,15 +157,19 @@ class Reloader:
                             trigger=trigger, error=error,
                             duration_ms=(time.perf_counter() - started) * 1000)
 
-    def _refresh_secrets(self) -> None:
-        cfg = self.state.cfg
-        if cfg.jwt_secret_file is None or self.state.auth is None:
-            return
-        fresh = auth.from_config(cfg)
-        if fresh is not None and fresh.settings.secrets != self.state.auth.settings.secrets:
-            self.state.auth = fresh
+    async def _refresh_access(self) -> None:
+        """Secrets and JWKS keys read again."""
+        state, cfg = self.state, self.state.cfg
+        current = state.auth
+        fresh = None
+        if cfg.jwt_secret_file is not None and current is not None:
+            fresh = auth.from_config(cfg, current.keys)
+        if fresh is not None and fresh.settings.secrets != current.settings.secrets:
+            state.auth = fresh  # a new authenticator: tokens verified before are forgotten
             log.info("JWT secrets reloaded from %s (%d accepted)", cfg.jwt_secret_file,
                      len(fresh.settings.secrets))
+        if current is not None and current.keys is not None:
+            await current.keys.refresh("reload")
 
     def _record(self, result: ReloadResult) -> None:
         metrics = getattr(self.state, "metrics", None)
