@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth, jwks, reload
+from . import audit, auth, authz, jwks, reload
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -41,10 +41,11 @@ def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> N
 
 
 def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str, object]:
-    """Authentication, rate limits, CORS and proxies, as the settings ask."""
+    """Authentication, authorization and audit, rate limits, CORS and proxies, as asked."""
     try:
         authenticator = auth.from_config(cfg, keys)
-    except (auth.AuthConfigError, ValueError) as e:
+        access = authz.from_config(cfg, metrics)
+    except (auth.AuthConfigError, authz.PolicyError, audit.AuditError, ValueError) as e:
         raise StartupError(str(e)) from None
     limiter = None
     if cfg.rate_limit_rps > 0:
@@ -52,7 +53,7 @@ def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str
                               costs=cfg.rate_limit_costs, redis_url=cfg.rate_limit_redis_url,
                               fail=cfg.rate_limit_fail)
     return {
-        "auth": authenticator, "limiter": limiter,
+        "auth": authenticator, "access": access, "limiter": limiter,
         "cors": CorsPolicy(frozenset(cfg.cors_origins), cfg.cors_max_age, localhost=cfg.dev),
         "trusted_proxies": parse_networks(cfg.trusted_proxies),
     }
@@ -62,6 +63,15 @@ def _report_guards(guards: dict[str, object]) -> None:
     if guards["auth"] is None:
         log.warning("AUTHENTICATION IS OFF (--no-auth): anyone who can reach this port "
                     "can act on Cuebot. Never run like this on a shared network.")
+    access = guards["access"]
+    if isinstance(access, authz.Access):
+        if access.policy is not None:
+            log.info("authorization: %s, roles %s (from claim %r)", access.policy.source,
+                     ", ".join(access.policy.roles), guards["auth"].settings.roles_claim
+                     if isinstance(guards["auth"], auth.Authenticator) else "-")
+        if access.audit is not None:
+            log.info("audit log: %s (%s)", access.audit.target,
+                     ",".join(access.audit.wants.items))
     limiter = guards["limiter"]
     if isinstance(limiter, RateLimiter):
         log.info("rate limit: %g requests/s per client (burst %g)%s", limiter.rate,
@@ -104,6 +114,8 @@ async def build_state(cfg: Config) -> GatewayState:
         await backend.close()
         if keys is not None:
             await keys.close()
+        if isinstance(guards["access"], authz.Access):
+            guards["access"].close()
         raise StartupError(str(e)) from None
     log.info("descriptors: %s, version %s: %d services, %d methods exposed",
              descs.source, descs.version, len(table.services), len(table.routes))
@@ -112,6 +124,8 @@ async def build_state(cfg: Config) -> GatewayState:
     for alias, real in table.aliases():
         log.info("alias: /%s/* -> /%s/*", alias, real)
     _report_guards(guards)
+    if isinstance(guards["access"], authz.Access):
+        guards["access"].warn_unmatched(table)
     metrics.set_descriptors(descs.version, descs.source, len(table.services), len(table.routes))
     return GatewayState(cfg=cfg, backend=backend, table=table, metrics=metrics,
                         **guards)  # type: ignore[arg-type]

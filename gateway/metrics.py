@@ -122,6 +122,11 @@ class Metrics:
         self.redis_failures = Counter(
             f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
             registry=own)
+        self.authz_denials = Counter(
+            f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "
+            "(package.Service/Method)", ("method",), registry=own)
+        self.audit_failures = Counter(
+            f"{p}_audit_write_failures", "audit lines that could not be written", registry=own)
         self.jwks_refreshes = Counter(
             f"{p}_jwks_refreshes", "fetches of JWT_JWKS after start-up, by outcome: ok (new "
             "keys), unchanged, failed (the last good keys kept)", ("outcome",), registry=own)
@@ -181,6 +186,12 @@ class Metrics:
 
     def redis_failure(self) -> None:
         self.redis_failures.inc()
+
+    def authz_denial(self, method: str) -> None:
+        self.authz_denials.labels(method).inc()
+
+    def audit_failure(self) -> None:
+        self.audit_failures.inc()
 
     def jwks_refresh(self, outcome: str, keys: int) -> None:
         if outcome not in JWKS_OUTCOMES:

@@ -165,7 +165,8 @@ async def test_a_kid_that_is_not_a_string_is_refused(
         make_gateway: Any, idp: tuple[JwksEndpoint, str], cuebot: RecordingCuebot) -> None:
     from jwt.algorithms import RSAAlgorithm
 
-    signing_input = f"{b64(json.dumps({'alg': 'RS256', 'kid': 7}))}.{b64(json.dumps(fresh_claims()))}"
+    header, claims = json.dumps({"alg": "RS256", "kid": 7}), json.dumps(fresh_claims())
+    signing_input = f"{b64(header)}.{b64(claims)}"
     sig = RSAAlgorithm(RSAAlgorithm.SHA256).sign(signing_input.encode(), RSA.private)
     _, url = idp
     gw = await _sso_gateway(make_gateway, url)

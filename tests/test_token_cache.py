@@ -95,8 +95,9 @@ async def test_rotated_secrets_invalidate_cached_tokens(make_gateway: Any,
     secrets = tmp_path / "secrets"
     secrets.write_text(old + "\n")
     gw = await make_gateway(authorized=False, jwt_secret=None, jwt_secret_file=secrets)
-    old_token = {"Authorization": f"Bearer {_sign({'sub': 'a', 'exp': int(time.time()) + 600}, old)}"}
-    new_token = {"Authorization": f"Bearer {_sign({'sub': 'b', 'exp': int(time.time()) + 600}, new)}"}
+    exp = int(time.time()) + 600
+    old_token = {"Authorization": f"Bearer {_sign({'sub': 'a', 'exp': exp}, old)}"}
+    new_token = {"Authorization": f"Bearer {_sign({'sub': 'b', 'exp': exp}, new)}"}
     for _ in range(2):
         assert (await gw.post(GET_SHOWS, headers=old_token)).status == 200
     assert len(gw.app[STATE].auth.cache) == 1
