@@ -159,8 +159,15 @@ def _sandbox_banner(cfg: Config, url: str) -> str:
                 f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
     secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
     hmac = [a for a in cfg.jwt_algorithms if a in auth.HMAC_ALGORITHMS]
+    extra = {}
+    try:  # whoever started the sandbox may do everything its policy names
+        policy = authz.read_policy(cfg.authz_policy)
+    except authz.PolicyError:
+        policy = None
+    if policy is not None:
+        extra[cfg.jwt_roles_claim] = list(policy.roles)
     token = auth.mint(secret, "sandbox-user", SANDBOX_TOKEN_HOURS * 3600,
-                      algorithm=hmac[0] if hmac else "HS256")
+                      algorithm=hmac[0] if hmac else "HS256", extra=extra)
     return (f"\nSandbox ready at {url}. A token for it (valid {SANDBOX_TOKEN_HOURS} h):\n"
             f"  export TOKEN={token}\n"
             f"  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST "
