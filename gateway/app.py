@@ -3,8 +3,9 @@
 The path of a request, top to bottom of this file:
 ``context`` middleware (request id, error envelope, size cap, gzip, metrics,
 access line) ->
-``cors`` (preflights answered here) -> ``guard`` (token, then the client's
-rate limit) -> ``handle_rpc``: method table lookup ->
+``cors`` (preflights answered here) -> ``guard`` (token, then what the
+caller's roles allow (``authz``), then the client's rate limit) ->
+``handle_rpc``: method table lookup ->
 ``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it.
@@ -25,7 +26,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import compression, dev, errors, health, openapi, reload, resources
+from . import authz, compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -54,6 +55,7 @@ class GatewayState:
     table: MethodTable
     auth: Authenticator | None = None        # None only with --no-auth
     limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
+    access: authz.Access | None = None       # None without AUTHZ_POLICY and AUDIT_LOG
     cors: CorsPolicy = CorsPolicy(frozenset())
     trusted_proxies: tuple[Network, ...] = ()
     metrics: Metrics = field(default_factory=Metrics)
@@ -287,14 +289,18 @@ def _is_open(request: web.Request) -> bool:
     return resource is not None and resource in request.app[OPEN_RESOURCES]
 
 
+def _address(request: web.Request) -> str:
+    """The caller's address: the peer, or the forwarded client behind TRUSTED_PROXIES."""
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                          request.app[STATE].trusted_proxies)
+
+
 def _client(request: web.Request, subject: str | None) -> str:
     """The rate-limit key: the token's subject and/or the caller's address."""
-    state = request.app[STATE]
-    mode = state.cfg.rate_limit_key
+    mode = request.app[STATE].cfg.rate_limit_key
     if subject and mode == "sub":
         return f"sub:{subject}"
-    addr = client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                          state.trusted_proxies)
+    addr = _address(request)
     if subject and mode == "sub+address":
         return f"sub:{subject}@{addr}"
     return f"addr:{addr}"
@@ -324,19 +330,21 @@ async def _spend(request: web.Request, client: str) -> None:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Token first, then the client's rate limit: nothing reaches a route without both.
+    """Token, then the caller's roles, then the client's rate limit: nothing reaches a
+    route without all three.
 
     Runs before routing, so an unknown path without a token is 401, as the Go
     gateway answers. A refused token still spends from the caller's address
-    bucket: guessing tokens is rate limited too.
+    bucket: guessing tokens is rate limited too. A call the policy refuses
+    (403) spends nothing.
     """
     if _is_open(request):
         return await handler(request)
     state = request.app[STATE]
-    subject = None
+    identity = subject = None
     if state.auth is not None:
         try:
-            identity = state.auth.authenticate(request.headers.get("Authorization"))
+            identity = await state.auth.check(request.headers.get("Authorization"))
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
@@ -344,6 +352,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         subject = identity.subject
         if subject:
             request[USER] = subject
+    if state.access is not None:
+        await state.access.admit(request, identity, request[REQUEST_ID], _address(request))
     await _spend(request, _client(request, subject))
     return await handler(request)
 
@@ -395,6 +405,12 @@ async def _body(request: web.Request, limit: int) -> bytes:
     return body
 
 
+def _rpc_route(request: web.Request) -> Route | None:
+    """What an RPC request calls, for authorization: the real method behind any alias."""
+    path = request.path
+    return request.app[STATE].table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+
+
 def caller(request: web.Request) -> str:
     """Who is asking: the token's subject once authenticated, else the peer address."""
     return request.get(USER) or request.remote or "unknown"
@@ -406,6 +422,9 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     The one way to reach the backend, for the RPC routes and the /api ones alike.
     """
     state = request.app[STATE]
+    access = state.access
+    if access is not None:
+        access.before_call(request, route, data)  # a call its route did not declare
     timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request)
     started = time.perf_counter()
     code = "UNKNOWN"
@@ -420,7 +439,10 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
         code = "CANCELLED"
         raise
     finally:
-        state.metrics.observe_backend(route.path, code, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        state.metrics.observe_backend(route.path, code, seconds)
+        if access is not None:
+            access.after_call(request, route, data, code, seconds)  # the audit line
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
@@ -489,10 +511,16 @@ def create_app(state: GatewayState) -> web.Application:
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
     rpc = app.router.add_route("*", "/{path:.*}", handle_rpc).resource
+    authz.declare(app, rpc, _rpc_route)
     app[ROUTE_LABELS] = _route_labels(app, rpc)
     app[OPEN_RESOURCES] = frozenset(
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
+
+    async def start_jwks(app: web.Application) -> None:
+        auth = app[STATE].auth
+        if auth is not None and auth.keys is not None:
+            auth.keys.start()  # JWT_JWKS_REFRESH
 
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
@@ -503,6 +531,11 @@ def create_app(state: GatewayState) -> web.Application:
             await state.offload.close()
         if state.limiter is not None:
             await state.limiter.close()
+        if state.auth is not None and state.auth.keys is not None:
+            await state.auth.keys.close()
+        if state.access is not None:
+            state.access.close()
 
+    app.on_startup.append(start_jwks)
     app.on_cleanup.append(close_backend)
     return app

@@ -41,6 +41,7 @@ SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
+JWKS_OUTCOMES = ("ok", "unchanged", "failed")
 
 
 class _LiveOnly:
@@ -121,6 +122,17 @@ class Metrics:
         self.redis_failures = Counter(
             f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
             registry=own)
+        self.authz_denials = Counter(
+            f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "
+            "(package.Service/Method)", ("method",), registry=own)
+        self.audit_failures = Counter(
+            f"{p}_audit_write_failures", "audit lines that could not be written", registry=own)
+        self.jwks_refreshes = Counter(
+            f"{p}_jwks_refreshes", "fetches of JWT_JWKS after start-up, by outcome: ok (new "
+            "keys), unchanged, failed (the last good keys kept)", ("outcome",), registry=own)
+        self.jwks_keys = Gauge(
+            f"{p}_jwks_keys", "usable keys of JWT_JWKS", registry=own,
+            multiprocess_mode="livemax")
         self.reloads = Counter(
             f"{p}_descriptor_reloads", "descriptor reloads, by outcome", ("outcome",),
             registry=own)
@@ -137,6 +149,8 @@ class Metrics:
             self.reloads.labels(outcome)
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
+        for outcome in JWKS_OUTCOMES:
+            self.jwks_refreshes.labels(outcome)
         self._descriptor_labels: tuple[str, str] | None = None
         self._request_children: dict[tuple[str, str, int, str], tuple] = {}
         self._backend_children: dict[tuple[str, str], Histogram] = {}
@@ -194,6 +208,18 @@ class Metrics:
 
     def redis_failure(self) -> None:
         self.redis_failures.inc()
+
+    def authz_denial(self, method: str) -> None:
+        self.authz_denials.labels(method).inc()
+
+    def audit_failure(self) -> None:
+        self.audit_failures.inc()
+
+    def jwks_refresh(self, outcome: str, keys: int) -> None:
+        if outcome not in JWKS_OUTCOMES:
+            raise ValueError(f"JWKS outcome must be one of {', '.join(JWKS_OUTCOMES)}")
+        self.jwks_refreshes.labels(outcome).inc()
+        self.jwks_keys.set(keys)
 
     # -- descriptors ------------------------------------------------------
     def record_reload(self, outcome: str) -> None:
