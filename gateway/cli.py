@@ -13,11 +13,11 @@ import secrets
 import signal
 import ssl
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from aiohttp import web
 
-from . import audit, auth, authz, jwks, memory, reload
+from . import audit, auth, authz, memory, reload
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -28,6 +28,9 @@ from .descriptors import DescriptorError
 from .metrics import Metrics
 from .ratelimit import RateLimiter, parse_networks
 from .server import GatewayRunner
+
+if TYPE_CHECKING:
+    from . import jwks
 
 log = logging.getLogger("gateway")
 
@@ -40,7 +43,7 @@ def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> N
     logs.setup(level, fmt, worker)
 
 
-def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str, object]:
+def _guards(cfg: Config, keys: "jwks.KeySet | None", metrics: Metrics) -> dict[str, object]:
     """Authentication, authorization and audit, rate limits, CORS and proxies, as asked."""
     try:
         authenticator = auth.from_config(cfg, keys)
@@ -86,10 +89,14 @@ async def build_state(cfg: Config) -> GatewayState:
         metrics = Metrics.for_process()
     except ValueError as e:
         raise StartupError(str(e)) from None
-    try:
-        keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
-    except jwks.JwksError as e:
-        raise StartupError(str(e)) from None
+    keys = None
+    if cfg.jwt_jwks:
+        from . import jwks  # asymmetric keys: cryptography, loaded only when needed
+
+        try:
+            keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
+        except jwks.JwksError as e:
+            raise StartupError(str(e)) from None
     if keys is not None:
         keys.on_refresh = metrics.jwks_refresh
         metrics.jwks_keys.set(len(keys))
