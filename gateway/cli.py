@@ -258,9 +258,14 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         if check is not None:  # before the channel closes under it
             check.cancel()
             await asyncio.gather(check, return_exceptions=True)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            asyncio.get_running_loop().remove_signal_handler(sig)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        # A second SIGTERM while requests drain (a supervisor that repeats itself) changes
+        # nothing: the default action would kill the process mid-drain, losing its replies
+        # and audit lines. A second Ctrl-C still interrupts at once.
         await runner.cleanup()
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def run_worker(cfg: Config, ready: Callable[[], None], *, first: bool = True) -> None:
