@@ -121,6 +121,27 @@ async def test_reflection_falls_back_to_v1alpha(bundled):
     assert d.version == bundled.version
 
 
+async def test_reflection_falls_back_when_v1_fails_internally(bundled):
+    """grpcio may answer a write to an unimplemented stream with INTERNAL (grpc/grpc#36066)."""
+    async def broken(requests, context):
+        await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "grpc.reflection.v1.ServerReflection",
+        {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(broken)}),))
+    reflection.add_reflection_service(server, _opencue_service_names(), versions=("v1alpha",))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        d = await reflection.fetch(channel, f"127.0.0.1:{port}", 10)
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert d.version == bundled.version
+
+
 async def test_reflection_not_enabled(cuebot):
     channel = grpc.aio.insecure_channel(cuebot.endpoint)
     try:
