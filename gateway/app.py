@@ -5,7 +5,8 @@ The path of a request, top to bottom of this file:
 access line) ->
 ``cors`` (preflights answered here) -> ``guard`` (token, then the client's
 rate limit) -> ``handle_rpc``: method table lookup ->
-``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
+``MessageCodec.from_json`` -> ``invoke`` -> ``Protector.call`` (circuit
+breaker, cap, coalescing: ``protect.py``) -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it.
 """
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
-import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
@@ -32,6 +32,7 @@ from .cors import CorsPolicy
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED, Metrics
+from .protect import Protector
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
@@ -57,6 +58,7 @@ class GatewayState:
     metrics: Metrics = field(default_factory=Metrics)
     reloader: "reload.Reloader | None" = None      # made by create_app
     readiness: "health.Readiness | None" = None    # made by create_app
+    protect: "Protector | None" = None             # made by create_app
     draining: bool = False                         # shutting down: /readyz says 503
 
 
@@ -379,26 +381,17 @@ def caller(request: web.Request) -> str:
 
 
 async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
-    """Call Cuebot for ``request``: its deadline and metadata, failures mapped to HTTP.
+    """Call Cuebot for ``request``, with its deadline and metadata; failures as GatewayError.
 
-    The one way to reach the backend, for the RPC routes and the /api ones alike.
+    The one way to reach the backend, for the RPC routes and the /api ones
+    alike; ``protect.py`` decides whether the call is made, shared or refused.
     """
     state = request.app[STATE]
     timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request)
-    started = time.perf_counter()
-    code = "UNKNOWN"
-    try:
-        reply = await route.call(data, timeout=timeout, metadata=metadata)
-        code = "OK"
-        return reply
-    except grpc.aio.AioRpcError as e:
-        code = errors.status_name(e.code())
-        raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
-    except asyncio.CancelledError:
-        code = "CANCELLED"
-        raise
-    finally:
-        state.metrics.observe_backend(route.path, code, time.perf_counter() - started)
+    answer = await state.protect.call(route, data, timeout, metadata)
+    if answer.headers:
+        request[REPLY_HEADERS].update(answer.headers)
+    return answer.reply
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
@@ -444,6 +437,8 @@ def create_app(state: GatewayState) -> web.Application:
         state.reloader = reload.Reloader(state)
     if state.readiness is None:
         state.readiness = health.Readiness(state.backend)
+    if state.protect is None:
+        state.protect = Protector(state.cfg, state.backend, state.metrics)
 
     def table_of(request: web.Request) -> MethodTable:
         """The table a request uses, read once; its version goes in the reply."""
