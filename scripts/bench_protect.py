@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""What protecting Cuebot buys, measured in one run against a real gRPC backend.
+
+The gateway runs as its own process (``python -m gateway``); Cuebot is a
+``RecordingCuebot`` (``tests/support.py``) in this process, on a loopback
+port, that counts the calls it gets and how many are in flight at once, and
+can answer slowly; "down" is either nothing listening on its port (refused)
+or a socket that accepts connections and never speaks (hung). Each figure
+is printed next to the same measurement with the protection turned off, in
+the same run: absolute times mean little on a shared machine.
+
+1. coalescing: 50 identical concurrent GetJobs against a backend that takes
+   300 ms; Cuebot's call count and the distinct reply bodies the 50 clients got;
+2. circuit breaker: 32 clients each polling every 100 ms while Cuebot is
+   down, then while it comes back: the refusals' p50/p99 once the circuit is open,
+   and the time from Cuebot listening again to the first 200, as a multiple
+   of BREAKER_COOLDOWN;
+3. the cap: 64 distinct concurrent GetJobs against a 100 ms backend with
+   BACKEND_MAX_IN_FLIGHT=8; the most calls Cuebot had at once.
+
+    python scripts/bench_protect.py [--down 20] [--hung 6] [--cooldown 2]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import aiohttp  # noqa: E402
+from opencue_proto import job_pb2  # noqa: E402
+
+from support import SECRET, RecordingCuebot, auth_headers, free_port  # noqa: E402
+
+GET_JOBS = "/job.JobInterface/GetJobs"
+GET_SHOWS = "/show.ShowInterface/GetShows"
+BODY = b'{"r":{"shows":["testing"],"includeFinished":true}}'
+GRPC_TIMEOUT = 1.0  # seconds: a hung Cuebot holds each unprotected call this long
+UP_FOR = 3.0        # seconds of polling a live Cuebot before it goes down
+
+
+def jobs_reply(n: int) -> bytes:
+    return job_pb2.JobGetJobsResponse(jobs=job_pb2.JobSeq(jobs=[
+        job_pb2.Job(id=f"id-{i}", name=f"testing-sh{i:03d}-user_job", show="testing")
+        for i in range(n)])).SerializeToString()
+
+
+class Gateway:
+    """``python -m gateway`` with its log discarded: a pipe the benchmark must drain would
+    make the gateway wait on its own access log whenever this process is busy."""
+
+    def __init__(self, port: int, env: dict[str, str]) -> None:
+        self.port = free_port()
+        full = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET, **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "warning"], cwd=ROOT, env=full,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def ready(self) -> None:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(600):
+                try:
+                    async with s.get(self.url + "/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"the gateway exited ({self.proc.returncode})")
+                await asyncio.sleep(0.05)
+        raise SystemExit("the gateway did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def start_gateway(port: int, **env: str) -> Gateway:
+    gw = Gateway(port, {"CUEBOT_ENDPOINT": f"127.0.0.1:{port}", "RATE_LIMIT_RPS": "0",
+                        "GRPC_TIMEOUT": str(GRPC_TIMEOUT), **env})
+    await gw.ready()
+    return gw
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                 headers=auth_headers("bench"))
+
+
+# ---------------------------------------------------------------------------
+# 1. coalescing
+# ---------------------------------------------------------------------------
+async def coalescing(coalesce: bool) -> tuple[int, int, int, float]:
+    """(Cuebot calls, distinct bodies, 200s, wall time / backend time) for 50 identical reads."""
+    cuebot = await RecordingCuebot().start()
+    cuebot.reply(GET_JOBS, jobs_reply(200), delay=0.3)
+    gw = await start_gateway(cuebot.port, COALESCE_READS=str(coalesce).lower())
+    try:
+        async with session() as s:
+            async def one() -> tuple[int, bytes]:
+                async with s.post(gw.url + GET_JOBS, data=BODY) as r:
+                    return r.status, await r.read()
+
+            await one()  # a warm connection pool and channel
+            before = cuebot.count(GET_JOBS)
+            t0 = time.perf_counter()
+            answers = await asyncio.gather(*(one() for _ in range(50)))
+            wall = time.perf_counter() - t0
+        calls = cuebot.count(GET_JOBS) - before
+        return (calls, len({b for _, b in answers}), sum(st == 200 for st, _ in answers),
+                wall / 0.3)
+    finally:
+        await asyncio.to_thread(gw.stop)
+        await cuebot.stop()
+
+
+# ---------------------------------------------------------------------------
+# 2. Cuebot down, then back
+# ---------------------------------------------------------------------------
+class Hung:
+    """A port that accepts TCP connections and never answers (a wedged Cuebot host)."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self, port: int) -> None:
+        async def hold(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            self.writers.append(w)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", port, reuse_address=True)
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+        await self.server.wait_closed()
+
+
+@dataclass
+class Outage:
+    served: list[float] = field(default_factory=list)    # seconds, 200s before the outage
+    refusals: list[float] = field(default_factory=list)  # seconds, once the circuit is open
+    all_down: list[float] = field(default_factory=list)  # seconds, every refusal while down
+    first_ok: float | None = None                        # seconds after Cuebot listens again
+    requests: int = 0
+
+
+async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
+                 clients: int = 32, period: float = 0.1) -> Outage:
+    port = free_port()
+    cuebot = await RecordingCuebot().start(port=port)
+    cuebot.reply(GET_SHOWS, b"")
+    gw = await start_gateway(port, BREAKER_FAILURES="5" if breaker else "0",
+                             BREAKER_COOLDOWN=str(cooldown))
+    result = Outage()
+    listening_at: list[float] = []
+    stop, down = asyncio.Event(), asyncio.Event()
+    hung = Hung()
+    try:
+        async with session() as s:
+            async with s.post(gw.url + GET_SHOWS, data=b"{}") as r:
+                assert r.status == 200, await r.text()
+
+            async def client(phase: float) -> None:
+                await asyncio.sleep(phase)
+                tick = time.perf_counter()
+                while not stop.is_set():
+                    # each client polls, as CueWeb does: one request per period, and
+                    # after a slow one the next at once, not a burst to catch up
+                    tick = max(tick + period, time.perf_counter())
+                    await asyncio.sleep(tick - time.perf_counter())
+                    t0 = time.perf_counter()
+                    async with s.post(gw.url + GET_SHOWS, data=b"{}") as r:
+                        body = await r.read()
+                        status = r.status
+                    t1 = time.perf_counter()
+                    if not down.is_set():
+                        if status == 200 and t0 > warm:
+                            result.served.append(t1 - t0)
+                        continue
+                    result.requests += 1
+                    if status == 200:
+                        if listening_at and t0 >= listening_at[0] and result.first_ok is None:
+                            result.first_ok = t1 - listening_at[0]
+                            stop.set()
+                        continue
+                    if not listening_at:
+                        result.all_down.append(t1 - t0)
+                        if b"circuit" in body:
+                            result.refusals.append(t1 - t0)
+
+            warm = time.perf_counter() + 0.5  # connections opened, caches warm
+            tasks = [asyncio.ensure_future(client(period * i / clients))
+                     for i in range(clients)]
+            await asyncio.sleep(UP_FOR)  # the same clients, Cuebot up: the reference
+            await cuebot.stop()
+            if mode == "hung":
+                await hung.start(port)
+            down.set()
+            down_at = time.perf_counter()
+            await asyncio.sleep(max(0.0, down_for - (time.perf_counter() - down_at)))
+            if mode == "hung":
+                await hung.stop()
+            back = RecordingCuebot(replies=cuebot.replies)
+            await back.start(port=port)
+            listening_at.append(time.perf_counter())
+            try:
+                await asyncio.wait_for(stop.wait(), 180)
+            except asyncio.TimeoutError:
+                stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await back.stop()
+    finally:
+        await asyncio.to_thread(gw.stop)
+    return result
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+# ---------------------------------------------------------------------------
+# 3. the cap
+# ---------------------------------------------------------------------------
+async def capped(cap: int | None) -> tuple[int, int]:
+    """(most calls at Cuebot at once, 200s) for 64 distinct concurrent reads."""
+    cuebot = await RecordingCuebot().start()
+    cuebot.reply(GET_JOBS, jobs_reply(10), delay=0.1)
+    env = {"BACKEND_MAX_IN_FLIGHT": str(cap)} if cap else {}
+    gw = await start_gateway(cuebot.port, **env)
+    try:
+        async with session() as s:
+            async def one(i: int) -> int:
+                body = b'{"r":{"shows":["show%d"]}}' % i
+                async with s.post(gw.url + GET_JOBS, data=body) as r:
+                    await r.read()
+                    return r.status
+
+            statuses = await asyncio.gather(*(one(i) for i in range(64)))
+        return cuebot.max_in_flight, sum(st == 200 for st in statuses)
+    finally:
+        await asyncio.to_thread(gw.stop)
+        await cuebot.stop()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--down", type=float, default=20.0,
+                    help="seconds Cuebot stays down refusing connections (long enough for "
+                         "gRPC's reconnect back-off to grow)")
+    ap.add_argument("--hung", type=float, default=6.0,
+                    help="seconds Cuebot stays down accepting connections, never answering")
+    ap.add_argument("--cooldown", type=float, default=2.0, help="BREAKER_COOLDOWN")
+    args = ap.parse_args()
+
+    print("1. 50 identical concurrent GetJobs, backend answers in 300 ms")
+    print(f"{'coalescing':<12}{'Cuebot calls':>14}{'distinct bodies':>17}{'200s':>6}"
+          f"{'wall / 300 ms':>15}")
+    for on in (True, False):
+        calls, bodies, ok, wall = await coalescing(on)
+        print(f"{'on' if on else 'off':<12}{calls:>14}{bodies:>17}{ok:>6}{wall:>15.2f}")
+
+    print(f"\n2. Cuebot down under 32 clients each polling every 100 ms, then back "
+          f"(refused {args.down:g} s, hung {args.hung:g} s; GRPC_TIMEOUT {GRPC_TIMEOUT:g} s, "
+          f"BREAKER_COOLDOWN {args.cooldown:g} s)")
+    print(f"{'down as':<9}{'breaker':<8}{'up p50/p99':>12}{'down: calls':>12}{'by circuit':>11}"
+          f"{'circuit p50/p99':>16}{'all p99':>9}{'first 200':>11}")
+    rows: dict[tuple[str, bool], Outage] = {}
+    for mode in ("refused", "hung"):
+        for breaker in (True, False):
+            r = rows[(mode, breaker)] = await outage(
+                mode, breaker, args.down if mode == "refused" else args.hung, args.cooldown)
+            first = f"{r.first_ok / args.cooldown:.2f} cd" if r.first_ok is not None else "never"
+            circuit = (f"{ms(pct(r.refusals, 50))}/{ms(pct(r.refusals, 99))}" if r.refusals
+                       else "-")
+            print(f"{mode:<9}{'on' if breaker else 'off':<8}"
+                  f"{ms(pct(r.served, 50)) + '/' + ms(pct(r.served, 99)):>12}{r.requests:>12}"
+                  f"{len(r.refusals):>11}{circuit:>16}{ms(pct(r.all_down, 99)):>9}{first:>11}")
+    print("(ms; 'up': 200s from a live, instant Cuebot, the same clients just before the outage;\n"
+          " 'down: calls': requests while down, 'by circuit' of them refused by the open circuit,\n"
+          " 'circuit': their latency; 'all': every failed request while down; 'first 200':\n"
+          " from Cuebot listening again to the first 200, in BREAKER_COOLDOWNs)")
+    for mode in ("refused", "hung"):
+        on, off = rows[(mode, True)], rows[(mode, False)]
+        print(f"  {mode}: circuit refusals p99 = {pct(on.refusals, 99) / GRPC_TIMEOUT:.4f} x "
+              f"GRPC_TIMEOUT = {pct(on.refusals, 99) / pct(on.served, 99):.1f} x up p99; "
+              f"failures p99, breaker off / on = {pct(off.all_down, 99) / pct(on.all_down, 99):.1f}")
+        if on.first_ok and off.first_ok:
+            print(f"  {mode}: time to first 200, breaker off / on = "
+                  f"{off.first_ok / on.first_ok:.1f}")
+
+    print("\n3. 64 distinct concurrent GetJobs, backend answers in 100 ms")
+    print(f"{'BACKEND_MAX_IN_FLIGHT':<24}{'most at Cuebot at once':>24}{'200s':>6}")
+    for cap in (8, None):
+        most, ok = await capped(cap)
+        print(f"{(str(cap) if cap else '256 (default)'):<24}{most:>24}{ok:>6}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
