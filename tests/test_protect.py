@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestClient
 from opencue_proto import job_pb2, show_pb2
 
 from gateway.admission import Admission
-from gateway.app import STATE
 from gateway.errors import GatewayError
 from gateway.protect import Reads
 from gateway.readcache import ReadCache
@@ -614,3 +613,65 @@ async def test_first_success_within_one_cooldown_of_cuebot_returning(
         assert recovered <= cooldown * 1.25, f"first 200 after {recovered:.2f} s"
     finally:
         await back.stop()
+
+
+async def test_a_probe_whose_client_leaves_hands_over_to_the_next_call(
+        make_gateway: GatewayFactory, cuebot: RecordingCuebot) -> None:
+    gw = await make_gateway(breaker_failures=2, breaker_cooldown=0.2)
+    await _open_circuit(gw, cuebot, 2)
+    await asyncio.sleep(0.3)
+    hold = asyncio.Event()
+    cuebot.reply(GET_SHOWS, SHOWS, hold=hold)
+    probe = asyncio.ensure_future(post(gw, GET_SHOWS))
+    await until(lambda: cuebot.count(GET_SHOWS) == 3, "the probe at Cuebot")
+    probe.cancel()
+    await until(lambda: len(cuebot.cancelled) == 1, "the probe cancelled")
+    hold.set()
+    status, _, _ = await post(gw, GET_SHOWS)  # the next probe, at once: no new cooldown
+    assert status == 200 and cuebot.count(GET_SHOWS) == 4
+
+
+async def test_ready_again_once_the_cooldown_is_over(make_gateway: GatewayFactory,
+                                                     cuebot: RecordingCuebot) -> None:
+    """/readyz must not wait for traffic that a load balancer sends only to ready replicas."""
+    gw = await make_gateway(breaker_failures=2, breaker_cooldown=0.3)
+    await _open_circuit(gw, cuebot, 2)
+    assert (await gw.get("/readyz")).status == 503
+    await asyncio.sleep(0.4)
+    resp = await gw.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["cuebot"]["circuit"]["state"] == "open"  # no call has probed yet
+    assert body["cuebot"]["calls"] == {"inFlight": 0, "queued": 0, "maxInFlight": 256,
+                                       "maxQueued": 1024}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"COALESCE_METHODS": "GetJobs"}, "COALESCE_METHODS"),
+    ({"COALESCE_READS": "maybe"}, "COALESCE_READS"),
+    ({"READ_CACHE_MS": "-1"}, "READ_CACHE_MS"),
+    ({"READ_CACHE_MAX_BYTES": "0"}, "READ_CACHE_MAX_BYTES"),
+    ({"BACKEND_MAX_IN_FLIGHT": "0"}, "BACKEND_MAX_IN_FLIGHT"),
+    ({"BACKEND_MAX_QUEUE": "lots"}, "BACKEND_MAX_QUEUE"),
+    ({"BREAKER_FAILURES": "-2"}, "BREAKER_FAILURES"),
+    ({"BREAKER_COOLDOWN": "0"}, "BREAKER_COOLDOWN"),
+])
+def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
+    from gateway.config import ConfigError, load
+
+    with pytest.raises(ConfigError, match=message):
+        load([], env)
+
+
+def test_settings_parse() -> None:
+    from gateway.config import load
+
+    cfg = load(["--breaker-cooldown", "500ms", "--coalesce-reads", "false"],
+               {"COALESCE_METHODS": "job.JobInterface/*Stats, !x.Y/GetAndReset",
+                "READ_CACHE_MS": "250", "READ_CACHE_MAX_BYTES": "8MiB",
+                "BACKEND_MAX_IN_FLIGHT": "32", "BACKEND_MAX_QUEUE": "0",
+                "BREAKER_FAILURES": "3"})
+    assert cfg.breaker_cooldown == 0.5 and cfg.coalesce_reads is False
+    assert cfg.coalesce_methods == ("job.JobInterface/*Stats", "!x.Y/GetAndReset")
+    assert (cfg.read_cache_ms, cfg.read_cache_max_bytes) == (250, 8 * 1024 * 1024)
+    assert (cfg.backend_max_in_flight, cfg.backend_max_queue, cfg.breaker_failures) == (32, 0, 3)
