@@ -3,8 +3,9 @@
 In the order a call meets them:
 
 1. a write (anything not a read, see ``Reads``) goes straight to 3; when it
-   ends, however it ends, the write generation moves on and the read cache
-   is emptied, so no later read can be answered from before it;
+   ends, however it ends, the count of completed writes (``writes.py``, shared
+   by ``--workers`` processes) moves on and the read cache is emptied, so no
+   later read can be answered from before it;
 2. a read is answered from the micro-cache (``readcache.py``) if it holds a
    fresh reply, else it joins an identical call in flight (``coalesce.py``),
    else it starts one that later identical reads may join;
@@ -35,6 +36,7 @@ from .breaker import Breaker
 from .coalesce import Coalescer, Flight, WaitExpired, key
 from .errors import GatewayError
 from .readcache import ReadCache
+from .writes import Writes
 
 if TYPE_CHECKING:
     from .backend import Backend
@@ -88,7 +90,8 @@ class Protector:
         self.max_recv_mb = backend.max_recv_mb
         self.metrics = metrics
         self.reads = Reads(cfg.coalesce_methods)
-        self.generation = 0  # writes completed by this process
+        self.writes = Writes.for_process()  # completed writes: this process's, or the workers'
+        self._cached_in = self.writes.count()  # the write count the cache's entries belong to
         self.breaker = Breaker(cfg.breaker_failures, cfg.breaker_cooldown, backend.target,
                                connected=backend.connected, on_change=metrics.breaker_moved,
                                on_refuse=metrics.breaker_rejection)
@@ -111,30 +114,33 @@ class Protector:
         if self.flights is None and self.cache is None:
             return Answer(await self._direct(route, data, timeout, metadata))
         k = key(route.path, data, metadata)
+        generation = self.writes.count()
         cache = self.cache
         if cache is not None:
+            if generation != self._cached_in:  # a write completed (maybe in another worker)
+                cache.clear()
+                self._cached_in = generation
             hit = cache.get(k, time.monotonic())
             if hit is not None:
                 self.metrics.read_cache_hit(route.path)
                 return Answer(hit[0], {"X-Cache": "hit", "Age": str(int(hit[1]))})
         if self.flights is None:
-            generation = self.generation
             reply = await self._direct(route, data, timeout, metadata)
             self._keep(k, reply, generation)
             return Answer(reply, _MISS)
-        return await self._shared(route, data, timeout, metadata, k)
+        return await self._shared(route, data, timeout, metadata, k, generation)
 
     # -- reads in common ------------------------------------------------------
     async def _shared(self, route: "Route", data: bytes, timeout: float,
-                      metadata: Sequence[tuple[str, str]], k: tuple) -> Answer:
+                      metadata: Sequence[tuple[str, str]], k: tuple, generation: int) -> Answer:
         flights = self.flights
         assert flights is not None
         now = asyncio.get_running_loop().time()
         deadline = now + timeout
-        flight = flights.joinable(k, self.generation)
+        flight = flights.joinable(k, generation)
         if flight is None:
             probe = self.breaker.admit()
-            flight = flights.start(k, self.generation, now + self.timeout,
+            flight = flights.start(k, generation, now + self.timeout,
                                    lambda f: self._fly(f, route, data, metadata, probe))
         else:
             self.metrics.coalesced(route.path)
@@ -176,11 +182,16 @@ class Protector:
 
     def _keep(self, k: tuple, reply: bytes, generation: int) -> None:
         """Into the micro-cache, unless a write completed since the call was sent."""
-        if self.cache is not None and generation == self.generation:
-            self.cache.put(k, reply, len(reply) + len(k[1]), time.monotonic())
+        cache = self.cache
+        if cache is None or generation != self.writes.count():
+            return
+        if generation != self._cached_in:
+            cache.clear()
+            self._cached_in = generation
+        cache.put(k, reply, len(reply) + len(k[1]), time.monotonic())
 
     def _written(self) -> None:
-        self.generation += 1
+        self.writes.wrote()
         if self.cache is not None:
             self.cache.clear()
 

@@ -236,6 +236,7 @@ async def test_the_last_client_leaving_cancels_the_call(gateway: TestClient,
     cuebot.reply(GET_JOBS, jobs_reply("a"), hold=hold)
     tasks = [asyncio.ensure_future(post(gateway, GET_JOBS, JOBS_BODY)) for _ in range(3)]
     await until_metric(gateway, COALESCED, 2, route=GET_JOBS)
+    await until(lambda: cuebot.count(GET_JOBS) == 1, "the call at Cuebot")
     for task in tasks:
         task.cancel()
     await until(lambda: len(cuebot.cancelled) == 1, "Cuebot to see the call cancelled")
@@ -393,7 +394,8 @@ async def test_in_flight_calls_never_exceed_the_cap(make_gateway: GatewayFactory
     tasks = [asyncio.ensure_future(post(gw, GET_JOBS, b'{"r":{"shows":["s%d"]}}' % i))
              for i in range(12)]
     await until_metric(gw, "opencue_gateway_backend_calls_queued", 9)
-    assert cuebot.in_flight == 3 and cuebot.count(GET_JOBS) == 3
+    await until(lambda: cuebot.in_flight == 3, "three calls at Cuebot")
+    assert cuebot.count(GET_JOBS) == 3
     assert value(await scrape(gw), "opencue_gateway_backend_calls_in_flight") == 3
     hold.set()
     assert [a[0] for a in await asyncio.gather(*tasks)] == [200] * 12
@@ -507,10 +509,10 @@ async def test_circuit_opens_after_consecutive_failures(make_gateway: GatewayFac
 
 async def test_half_open_lets_one_probe_through(make_gateway: GatewayFactory,
                                                 cuebot: RecordingCuebot) -> None:
-    gw = await make_gateway(breaker_failures=2, breaker_cooldown=0.2)
+    gw = await make_gateway(breaker_failures=2, breaker_cooldown=1.0)
     await _open_circuit(gw, cuebot, 2)
     assert (await post(gw, GET_SHOWS))[0] == 503 and cuebot.count(GET_SHOWS) == 2
-    await asyncio.sleep(0.3)  # the cooldown passes
+    await asyncio.sleep(1.1)  # the cooldown passes
     hold = asyncio.Event()
     cuebot.reply(GET_SHOWS, SHOWS, hold=hold)
     probe = asyncio.ensure_future(post(gw, GET_SHOWS))
@@ -585,13 +587,13 @@ async def test_first_success_within_one_cooldown_of_cuebot_returning(
     the channel keeps retrying often enough, and a circuit that opened on
     a lost connection probes as soon as the channel is connected again.
     """
-    cooldown = 1.0
+    cooldown = 1.5
     cuebot.reply(GET_SHOWS, SHOWS)
     gw = await make_gateway(breaker_failures=3, breaker_cooldown=cooldown)
     assert (await post(gw, GET_SHOWS))[0] == 200
     port = cuebot.port
     await cuebot.stop()
-    down_until = time.monotonic() + 4 * cooldown
+    down_until = time.monotonic() + 2 * cooldown
     refused = 0
     while time.monotonic() < down_until:
         status, _, body = await post(gw, GET_SHOWS)
@@ -610,7 +612,7 @@ async def test_first_success_within_one_cooldown_of_cuebot_returning(
             assert time.monotonic() - listening < 3 * cooldown, "never recovered"
             await asyncio.sleep(0.02)
         recovered = time.monotonic() - listening
-        assert recovered <= cooldown * 1.25, f"first 200 after {recovered:.2f} s"
+        assert recovered <= cooldown, f"first 200 after {recovered:.2f} s"
     finally:
         await back.stop()
 
@@ -634,10 +636,10 @@ async def test_a_probe_whose_client_leaves_hands_over_to_the_next_call(
 async def test_ready_again_once_the_cooldown_is_over(make_gateway: GatewayFactory,
                                                      cuebot: RecordingCuebot) -> None:
     """/readyz must not wait for traffic that a load balancer sends only to ready replicas."""
-    gw = await make_gateway(breaker_failures=2, breaker_cooldown=0.3)
+    gw = await make_gateway(breaker_failures=2, breaker_cooldown=1.0)
     await _open_circuit(gw, cuebot, 2)
     assert (await gw.get("/readyz")).status == 503
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(1.1)
     resp = await gw.get("/readyz")
     body = await resp.json()
     assert resp.status == 200, body
@@ -675,3 +677,55 @@ def test_settings_parse() -> None:
     assert cfg.coalesce_methods == ("job.JobInterface/*Stats", "!x.Y/GetAndReset")
     assert (cfg.read_cache_ms, cfg.read_cache_max_bytes) == (250, 8 * 1024 * 1024)
     assert (cfg.backend_max_in_flight, cfg.backend_max_queue, cfg.breaker_failures) == (32, 0, 3)
+
+
+# ---------------------------------------------------------------------------
+# read-your-writes across the workers of one host
+# ---------------------------------------------------------------------------
+def test_workers_share_one_count_of_writes(tmp_path: Any) -> None:
+    from gateway import writes
+
+    path = str(tmp_path / "writes")
+    writes.create(path)
+    a, b, alone = writes.Writes(path), writes.Writes(path), writes.Writes()
+    assert (a.count(), b.count(), a.shared, alone.shared) == (0, 0, True, False)
+    a.wrote()
+    b.wrote()
+    alone.wrote()
+    assert (a.count(), b.count(), alone.count()) == (2, 2, 1)
+    a.close()
+    b.close()
+
+
+async def test_a_write_through_one_worker_is_seen_by_reads_in_another(
+        make_gateway: GatewayFactory, cuebot: RecordingCuebot, tmp_path: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateways sharing the supervisor's count, as ``--workers`` processes do.
+
+    A client's write lands on one, its next read (a new connection) on the other:
+    that read neither joins a call the other sent before the write nor takes
+    its cached reply.
+    """
+    from gateway import writes
+
+    path = str(tmp_path / "writes")
+    writes.create(path)
+    monkeypatch.setenv(writes.ENV, path)
+    first = await make_gateway(read_cache_ms=60_000)
+    second = await make_gateway(read_cache_ms=60_000)
+    cuebot.reply(GET_SHOWS, SHOWS)
+    await post(second, GET_SHOWS)
+    assert (await post(second, GET_SHOWS))[1]["X-Cache"] == "hit"
+    hold = asyncio.Event()
+    cuebot.reply(GET_JOBS, jobs_reply("a"), hold=hold)
+    early = asyncio.ensure_future(post(second, GET_JOBS, JOBS_BODY))
+    await until(lambda: cuebot.count(GET_JOBS) == 1, "the early read at Cuebot")
+
+    assert (await post(first, KILL, b'{"job":{"id":"j1"}}'))[0] == 200
+
+    late = asyncio.ensure_future(post(second, GET_JOBS, JOBS_BODY))
+    await until(lambda: cuebot.count(GET_JOBS) == 2, "the late read's own call")
+    hold.set()
+    assert [(await t)[0] for t in (early, late)] == [200, 200]
+    _, headers, _ = await post(second, GET_SHOWS)
+    assert headers["X-Cache"] == "miss" and cuebot.count(GET_SHOWS) == 2
