@@ -51,12 +51,13 @@ class WaitExpired(Exception):
 class Flight:
     """One call to Cuebot and the requests waiting for its answer."""
 
-    __slots__ = ("key", "generation", "deadline", "task", "waiters", "sent", "closed")
+    __slots__ = ("key", "generation", "deadline", "alone", "task", "waiters", "sent", "closed")
 
-    def __init__(self, key: Hashable, generation: int, deadline: float) -> None:
+    def __init__(self, key: Hashable, generation: int, deadline: float, alone: bool) -> None:
         self.key = key
         self.generation = generation
         self.deadline = deadline  # event-loop time: the call ends by then on its own
+        self.alone = alone        # nobody may join (the circuit breaker's probe)
         self.task: asyncio.Task[Any] | None = None
         self.waiters = 0
         self.sent = False     # the call left the queue for Cuebot
@@ -75,14 +76,18 @@ class Coalescer:
     def joinable(self, key: Hashable, generation: int) -> Flight | None:
         """A flight to wait for instead of calling, if one of this generation is on."""
         flight = self._flights.get(key)
-        if flight is None or flight.generation != generation or flight.closed:
+        if flight is None or flight.generation != generation or flight.closed or flight.alone:
             return None
         return flight
 
     def start(self, key: Hashable, generation: int, deadline: float,
-              call: Callable[[Flight], Awaitable[Any]]) -> Flight:
-        """A new flight making ``call(flight)``, over by ``deadline``; it replaces an older one."""
-        flight = Flight(key, generation, deadline)
+              call: Callable[[Flight], Awaitable[Any]], alone: bool = False) -> Flight:
+        """A new flight making ``call(flight)``, over by ``deadline``; it replaces an older one.
+
+        ``alone``: nobody joins it (the breaker's probe: while it tests a Cuebot
+        that may be stalled, the others are refused at once, not kept waiting).
+        """
+        flight = Flight(key, generation, deadline, alone)
 
         async def run() -> Any:
             try:

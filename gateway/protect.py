@@ -141,7 +141,8 @@ class Protector:
         if flight is None:
             probe = self.breaker.admit()
             flight = flights.start(k, generation, now + self.timeout,
-                                   lambda f: self._fly(f, route, data, metadata, probe))
+                                   lambda f: self._fly(f, route, data, metadata, probe),
+                                   alone=probe)
         else:
             self.metrics.coalesced(route.path)
         try:

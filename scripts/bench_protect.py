@@ -4,21 +4,22 @@
 The gateway runs as its own process (``python -m gateway``); Cuebot is a
 ``RecordingCuebot`` (``tests/support.py``) in this process, on a loopback
 port, that counts the calls it gets and how many are in flight at once, and
-can answer slowly; "down" is either nothing listening on its port (refused)
-or a socket that accepts connections and never speaks (hung). Each figure
-is printed next to the same measurement with the protection turned off, in
-the same run: absolute times mean little on a shared machine.
+can answer slowly. "Down" is either nothing listening on its port (refused:
+Cuebot's process is gone) or a Cuebot that takes calls and answers none
+(stalled: a wedged JVM or database; each call meets its deadline). Each
+figure is printed next to the same measurement with the protection turned
+off, in the same run: absolute times mean little on a shared machine.
 
 1. coalescing: 50 identical concurrent GetJobs against a backend that takes
    300 ms; Cuebot's call count and the distinct reply bodies the 50 clients got;
 2. circuit breaker: 32 clients each polling every 100 ms while Cuebot is
-   down, then while it comes back: the refusals' p50/p99 once the circuit is open,
-   and the time from Cuebot listening again to the first 200, as a multiple
-   of BREAKER_COOLDOWN;
+   down, then while it comes back: the refusals' p50/p99 once the circuit is
+   open, and the time from Cuebot listening (answering) again to the first
+   200, as a multiple of BREAKER_COOLDOWN;
 3. the cap: 64 distinct concurrent GetJobs against a 100 ms backend with
    BACKEND_MAX_IN_FLIGHT=8; the most calls Cuebot had at once.
 
-    python scripts/bench_protect.py [--down 20] [--hung 6] [--cooldown 2]
+    python scripts/bench_protect.py [--down 20] [--stalled 10] [--cooldown 2]
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from support import SECRET, RecordingCuebot, auth_headers, free_port  # noqa: E4
 GET_JOBS = "/job.JobInterface/GetJobs"
 GET_SHOWS = "/show.ShowInterface/GetShows"
 BODY = b'{"r":{"shows":["testing"],"includeFinished":true}}'
-GRPC_TIMEOUT = 1.0  # seconds: a hung Cuebot holds each unprotected call this long
+GRPC_TIMEOUT = 1.0  # seconds: a stalled Cuebot holds each unprotected call this long
 UP_FOR = 3.0        # seconds of polling a live Cuebot before it goes down
 
 
@@ -131,27 +132,6 @@ async def coalescing(coalesce: bool) -> tuple[int, int, int, float]:
 # ---------------------------------------------------------------------------
 # 2. Cuebot down, then back
 # ---------------------------------------------------------------------------
-class Hung:
-    """A port that accepts TCP connections and never answers (a wedged Cuebot host)."""
-
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self, port: int) -> None:
-        async def hold(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            self.writers.append(w)
-
-        self.server = await asyncio.start_server(hold, "127.0.0.1", port, reuse_address=True)
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await self.server.wait_closed()
-
-
 @dataclass
 class Outage:
     served: list[float] = field(default_factory=list)    # seconds, 200s before the outage
@@ -171,7 +151,7 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
     result = Outage()
     listening_at: list[float] = []
     stop, down = asyncio.Event(), asyncio.Event()
-    hung = Hung()
+    stall = asyncio.Event()
     try:
         async with session() as s:
             async with s.post(gw.url + GET_SHOWS, data=b"{}") as r:
@@ -209,22 +189,27 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
             tasks = [asyncio.ensure_future(client(period * i / clients))
                      for i in range(clients)]
             await asyncio.sleep(UP_FOR)  # the same clients, Cuebot up: the reference
-            await cuebot.stop()
-            if mode == "hung":
-                await hung.start(port)
+            if mode == "stalled":
+                cuebot.reply(GET_SHOWS, b"", hold=stall)
+            else:
+                await cuebot.stop()
             down.set()
             down_at = time.perf_counter()
             await asyncio.sleep(max(0.0, down_for - (time.perf_counter() - down_at)))
-            if mode == "hung":
-                await hung.stop()
-            back = RecordingCuebot(replies=cuebot.replies)
-            await back.start(port=port)
+            if mode == "stalled":
+                back = cuebot
+                cuebot.reply(GET_SHOWS, b"")
+                stall.set()
+            else:
+                back = RecordingCuebot(replies=cuebot.replies)
+                await back.start(port=port)
             listening_at.append(time.perf_counter())
             try:
                 await asyncio.wait_for(stop.wait(), 180)
             except asyncio.TimeoutError:
                 stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            stall.set()
             await back.stop()
     finally:
         await asyncio.to_thread(gw.stop)
@@ -271,8 +256,9 @@ async def main() -> None:
     ap.add_argument("--down", type=float, default=20.0,
                     help="seconds Cuebot stays down refusing connections (long enough for "
                          "gRPC's reconnect back-off to grow)")
-    ap.add_argument("--hung", type=float, default=6.0,
-                    help="seconds Cuebot stays down accepting connections, never answering")
+    ap.add_argument("--stalled", type=float, default=10.0,
+                    help="seconds Cuebot stays up answering nothing (each call meets its "
+                         "deadline)")
     ap.add_argument("--cooldown", type=float, default=2.0, help="BREAKER_COOLDOWN")
     args = ap.parse_args()
 
@@ -284,16 +270,16 @@ async def main() -> None:
         print(f"{'on' if on else 'off':<12}{calls:>14}{bodies:>17}{ok:>6}{wall:>15.2f}")
 
     print(f"\n2. Cuebot down under 32 clients each polling every 100 ms, then back "
-          f"(refused {args.down:g} s, hung {args.hung:g} s; GRPC_TIMEOUT {GRPC_TIMEOUT:g} s, "
+          f"(refused {args.down:g} s, stalled {args.stalled:g} s; GRPC_TIMEOUT {GRPC_TIMEOUT:g} s, "
           f"BREAKER_COOLDOWN {args.cooldown:g} s)")
     print(f"{'down as':<9}{'breaker':<8}{'up p50/p99':>12}{'down: calls':>12}{'by circuit':>11}"
           f"{'circuit p50/p99':>16}{'all p99':>9}{'first 200':>11}")
     rows: dict[tuple[str, bool], Outage] = {}
-    for mode in ("refused", "hung"):
+    for mode in ("refused", "stalled"):
         for breaker in (True, False):
             r = rows[(mode, breaker)] = await outage(
-                mode, breaker, args.down if mode == "refused" else args.hung, args.cooldown)
-            first = f"{r.first_ok / args.cooldown:.2f} cd" if r.first_ok is not None else "never"
+                mode, breaker, args.down if mode == "refused" else args.stalled, args.cooldown)
+            first = f"{r.first_ok / args.cooldown:.2f} cd" if r.first_ok is not None else "-"
             circuit = (f"{ms(pct(r.refusals, 50))}/{ms(pct(r.refusals, 99))}" if r.refusals
                        else "-")
             print(f"{mode:<9}{'on' if breaker else 'off':<8}"
@@ -302,12 +288,14 @@ async def main() -> None:
     print("(ms; 'up': 200s from a live, instant Cuebot, the same clients just before the outage;\n"
           " 'down: calls': requests while down, 'by circuit' of them refused by the open circuit,\n"
           " 'circuit': their latency; 'all': every failed request while down; 'first 200':\n"
-          " from Cuebot listening again to the first 200, in BREAKER_COOLDOWNs)")
-    for mode in ("refused", "hung"):
+          " from Cuebot listening (answering) again to the first 200, in BREAKER_COOLDOWNs)")
+    for mode in ("refused", "stalled"):
         on, off = rows[(mode, True)], rows[(mode, False)]
-        print(f"  {mode}: circuit refusals p99 = {pct(on.refusals, 99) / GRPC_TIMEOUT:.4f} x "
-              f"GRPC_TIMEOUT = {pct(on.refusals, 99) / pct(on.served, 99):.1f} x up p99; "
-              f"failures p99, breaker off / on = {pct(off.all_down, 99) / pct(on.all_down, 99):.1f}")
+        print(f"  {mode}: circuit refusals / up (a 200 from a live Cuebot): p50 "
+              f"{pct(on.refusals, 50) / pct(on.served, 50):.2f}, p99 "
+              f"{pct(on.refusals, 99) / pct(on.served, 99):.2f}; refusal p99 / GRPC_TIMEOUT "
+              f"{pct(on.refusals, 99) / GRPC_TIMEOUT:.4f}; failures p99 breaker off / on "
+              f"{pct(off.all_down, 99) / pct(on.all_down, 99):.1f}")
         if on.first_ok and off.first_ok:
             print(f"  {mode}: time to first 200, breaker off / on = "
                   f"{off.first_ok / on.first_ok:.1f}")

@@ -520,6 +520,10 @@ async def test_half_open_lets_one_probe_through(make_gateway: GatewayFactory,
     status, _, body = await post(gw, GET_JOBS, JOBS_BODY)  # refused while the probe is out
     assert status == 503 and "probe" in envelope(body)["message"]
     assert cuebot.count(GET_JOBS) == 0
+    # nor does an identical read wait with the probe: Cuebot may be stalled
+    status, headers, body = await post(gw, GET_SHOWS)
+    assert status == 503 and "probe" in envelope(body)["message"]
+    assert headers["Retry-After"] == "1" and cuebot.count(GET_SHOWS) == 3
     found = await scrape(gw)
     assert value(found, "opencue_gateway_breaker_state", state="half_open") == 1
     hold.set()
