@@ -12,10 +12,12 @@ off, in the same run: absolute times mean little on a shared machine.
 
 1. coalescing: 50 identical concurrent GetJobs against a backend that takes
    300 ms; Cuebot's call count and the distinct reply bodies the 50 clients got;
-2. circuit breaker: 32 clients each polling every 100 ms while Cuebot is
-   down, then while it comes back: the refusals' p50/p99 once the circuit is
-   open, and the time from Cuebot listening (answering) again to the first
-   200, as a multiple of BREAKER_COOLDOWN;
+2. circuit breaker: 32 clients each polling every 500 ms while Cuebot is
+   down, then while it comes back: how many requests waited a deadline, the
+   refusals' p50/p99 once the circuit is open (as the clients saw them, and
+   as the gateway's access log timed them, joined by request id), and the
+   time from Cuebot listening (answering) again to the first 200, as a
+   multiple of BREAKER_COOLDOWN;
 3. the cap: 64 distinct concurrent GetJobs against a 100 ms backend with
    BACKEND_MAX_IN_FLIGHT=8; the most calls Cuebot had at once.
 
@@ -25,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,17 +60,28 @@ def jobs_reply(n: int) -> bytes:
 
 
 class Gateway:
-    """``python -m gateway`` with its log discarded: a pipe the benchmark must drain would
+    """``python -m gateway``, its JSON log in a file: a pipe the benchmark must drain would
     make the gateway wait on its own access log whenever this process is busy."""
 
     def __init__(self, port: int, env: dict[str, str]) -> None:
         self.port = free_port()
-        full = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET, **env}
+        full = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET,
+                "LOG_FORMAT": "json", **env}
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-protect-", suffix=".log")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"], cwd=ROOT, env=full,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=full, stdout=self.log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def durations(self) -> dict[str, float]:
+        """Seconds the gateway spent on each request, by request id (its access log)."""
+        out = {}
+        with open(self.log.name, "rb") as f:
+            for line in f:
+                if b'"duration_ms"' in line:
+                    entry = json.loads(line)
+                    out[entry["request_id"]] = entry["duration_ms"] / 1000
+        return out
 
     async def ready(self) -> None:
         async with aiohttp.ClientSession() as s:
@@ -88,6 +104,9 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def close(self) -> None:
+        self.log.close()
 
 
 async def start_gateway(port: int, **env: str) -> Gateway:
@@ -134,15 +153,21 @@ async def coalescing(coalesce: bool) -> tuple[int, int, int, float]:
 # ---------------------------------------------------------------------------
 @dataclass
 class Outage:
-    served: list[float] = field(default_factory=list)    # seconds, 200s before the outage
-    refusals: list[float] = field(default_factory=list)  # seconds, once the circuit is open
-    all_down: list[float] = field(default_factory=list)  # seconds, every refusal while down
-    first_ok: float | None = None                        # seconds after Cuebot listens again
+    # request ids -> seconds seen by the client
+    served: dict[str, float] = field(default_factory=dict)    # 200s before the outage
+    refusals: dict[str, float] = field(default_factory=dict)  # by the open circuit
+    all_down: dict[str, float] = field(default_factory=dict)  # every failure while down
+    first_ok: float | None = None                             # after Cuebot is back
     requests: int = 0
+    gateway: dict[str, float] = field(default_factory=dict)   # seconds in the gateway, by id
+
+    def inside(self, ids: dict[str, float]) -> list[float]:
+        """The gateway's own time for these requests (its access log)."""
+        return [self.gateway[i] for i in ids if i in self.gateway]
 
 
 async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
-                 clients: int = 32, period: float = 0.1) -> Outage:
+                 clients: int = 32, period: float = 0.5) -> Outage:
     port = free_port()
     cuebot = await RecordingCuebot().start(port=port)
     cuebot.reply(GET_SHOWS, b"")
@@ -152,6 +177,7 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
     listening_at: list[float] = []
     stop, down = asyncio.Event(), asyncio.Event()
     stall = asyncio.Event()
+    ids = itertools.count()
     try:
         async with session() as s:
             async with s.post(gw.url + GET_SHOWS, data=b"{}") as r:
@@ -165,14 +191,16 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
                     # after a slow one the next at once, not a burst to catch up
                     tick = max(tick + period, time.perf_counter())
                     await asyncio.sleep(tick - time.perf_counter())
+                    rid = f"bench-{next(ids)}"
                     t0 = time.perf_counter()
-                    async with s.post(gw.url + GET_SHOWS, data=b"{}") as r:
+                    async with s.post(gw.url + GET_SHOWS, data=b"{}",
+                                      headers={"X-Request-Id": rid}) as r:
                         body = await r.read()
                         status = r.status
                     t1 = time.perf_counter()
                     if not down.is_set():
                         if status == 200 and t0 > warm:
-                            result.served.append(t1 - t0)
+                            result.served[rid] = t1 - t0
                         continue
                     result.requests += 1
                     if status == 200:
@@ -181,9 +209,9 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
                             stop.set()
                         continue
                     if not listening_at:
-                        result.all_down.append(t1 - t0)
+                        result.all_down[rid] = t1 - t0
                         if b"circuit" in body:
-                            result.refusals.append(t1 - t0)
+                            result.refusals[rid] = t1 - t0
 
             warm = time.perf_counter() + 0.5  # connections opened, caches warm
             tasks = [asyncio.ensure_future(client(period * i / clients))
@@ -213,14 +241,29 @@ async def outage(mode: str, breaker: bool, down_for: float, cooldown: float,
             await back.stop()
     finally:
         await asyncio.to_thread(gw.stop)
+        result.gateway = gw.durations()
+        gw.close()
     return result
+
+
+def waited(r: "Outage") -> int:
+    return sum(1 for t in r.all_down.values() if t >= GRPC_TIMEOUT / 2)
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def pct(values: list[float], p: float) -> float:
+def pair(values: "list[float] | dict[str, float]") -> str:
+    """p50/p99 in ms, or - when there is nothing to measure."""
+    if not values:
+        return "-"
+    return f"{ms(pct(values, 50))}/{ms(pct(values, 99))}"
+
+
+def pct(values: "list[float] | dict[str, float]", p: float) -> float:
+    if isinstance(values, dict):
+        values = list(values.values())
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -269,33 +312,32 @@ async def main() -> None:
         calls, bodies, ok, wall = await coalescing(on)
         print(f"{'on' if on else 'off':<12}{calls:>14}{bodies:>17}{ok:>6}{wall:>15.2f}")
 
-    print(f"\n2. Cuebot down under 32 clients each polling every 100 ms, then back "
+    print(f"\n2. Cuebot down under 32 clients each polling every 500 ms, then back "
           f"(refused {args.down:g} s, stalled {args.stalled:g} s; GRPC_TIMEOUT {GRPC_TIMEOUT:g} s, "
           f"BREAKER_COOLDOWN {args.cooldown:g} s)")
-    print(f"{'down as':<9}{'breaker':<8}{'up p50/p99':>12}{'down: calls':>12}{'by circuit':>11}"
-          f"{'circuit p50/p99':>16}{'all p99':>9}{'first 200':>11}")
+    print(f"{'down as':<9}{'breaker':<8}{'asks':>6}{'circuit':>8}{'waited':>7}"
+          f"{'up p50/p99':>12}{'circuit p50/p99':>16}{'in gw: up':>11}{'circuit':>12}"
+          f"{'first 200':>11}")
     rows: dict[tuple[str, bool], Outage] = {}
     for mode in ("refused", "stalled"):
         for breaker in (True, False):
             r = rows[(mode, breaker)] = await outage(
                 mode, breaker, args.down if mode == "refused" else args.stalled, args.cooldown)
             first = f"{r.first_ok / args.cooldown:.2f} cd" if r.first_ok is not None else "-"
-            circuit = (f"{ms(pct(r.refusals, 50))}/{ms(pct(r.refusals, 99))}" if r.refusals
-                       else "-")
-            print(f"{mode:<9}{'on' if breaker else 'off':<8}"
-                  f"{ms(pct(r.served, 50)) + '/' + ms(pct(r.served, 99)):>12}{r.requests:>12}"
-                  f"{len(r.refusals):>11}{circuit:>16}{ms(pct(r.all_down, 99)):>9}{first:>11}")
-    print("(ms; 'up': 200s from a live, instant Cuebot, the same clients just before the outage;\n"
-          " 'down: calls': requests while down, 'by circuit' of them refused by the open circuit,\n"
-          " 'circuit': their latency; 'all': every failed request while down; 'first 200':\n"
-          " from Cuebot listening (answering) again to the first 200, in BREAKER_COOLDOWNs)")
+            print(f"{mode:<9}{'on' if breaker else 'off':<8}{r.requests:>6}{len(r.refusals):>8}"
+                  f"{waited(r):>7}{pair(r.served):>12}{pair(r.refusals):>16}"
+                  f"{pair(r.inside(r.served)):>11}{pair(r.inside(r.refusals)):>12}{first:>11}")
+    print("(asks: requests while Cuebot was down; circuit: of them, refused by the open circuit;\n"
+          " waited: of them, answered after half GRPC_TIMEOUT or more. Latencies in ms, p50/p99,\n"
+          " as the clients saw them and, 'in gw', as the gateway's access log timed them;\n"
+          " up: 200s from a live, instant Cuebot, the same clients just before the outage.\n"
+          " first 200: from Cuebot listening (answering) again, in BREAKER_COOLDOWNs)")
     for mode in ("refused", "stalled"):
         on, off = rows[(mode, True)], rows[(mode, False)]
-        print(f"  {mode}: circuit refusals / up (a 200 from a live Cuebot): p50 "
-              f"{pct(on.refusals, 50) / pct(on.served, 50):.2f}, p99 "
-              f"{pct(on.refusals, 99) / pct(on.served, 99):.2f}; refusal p99 / GRPC_TIMEOUT "
-              f"{pct(on.refusals, 99) / GRPC_TIMEOUT:.4f}; failures p99 breaker off / on "
-              f"{pct(off.all_down, 99) / pct(on.all_down, 99):.1f}")
+        up, refused = on.inside(on.served), on.inside(on.refusals)
+        print(f"  {mode}: in the gateway, a circuit refusal / a 200 from a live Cuebot: p50 "
+              f"{pct(refused, 50) / pct(up, 50):.2f}, p99 {pct(refused, 99) / pct(up, 99):.2f}; "
+              f"requests answered while down, breaker on / off {on.requests / off.requests:.1f}")
         if on.first_ok and off.first_ok:
             print(f"  {mode}: time to first 200, breaker off / on = "
                   f"{off.first_ok / on.first_ok:.1f}")
