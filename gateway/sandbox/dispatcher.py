@@ -27,12 +27,11 @@ import asyncio
 import logging
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
+from . import booking, redirect
 from .farm import Farm
-from .messages import split_tags
+from .partitions import book_partition
 
 log = logging.getLogger("gateway.sandbox.dispatcher")
 
@@ -86,6 +85,7 @@ class Dispatcher:
             self._time_new_procs(t)
             self._complete(t, result)
             self._book(t, result)
+            self._time_new_procs(t)
         return result
 
     def _time_new_procs(self, t: float) -> None:
@@ -96,8 +96,8 @@ class Dispatcher:
 
     def _complete(self, t: float, result: StepResult) -> None:
         due = self.store.all(
-            "SELECT p.frame_id, f.retry_count, j.id AS job_id, j.max_retries, j.auto_eat "
-            "FROM proc p JOIN frame f ON f.id = p.frame_id JOIN job j ON j.id = f.job_id "
+            "SELECT p.frame_id, p.host_id, p.redirect_kind, p.redirect_id, f.retry_count, "
+            "j.id AS job_id, j.max_retries, j.auto_eat FROM proc p JOIN frame f ON f.id = p.frame_id JOIN job j ON j.id = f.job_id "
             "WHERE p.run_until > 0 AND p.run_until <= ? ORDER BY p.run_until", (t,))
         for row in due:
             if self.rng.random() >= self.settings.failure_rate:
@@ -115,88 +115,29 @@ class Dispatcher:
                 result.failed.append(row["frame_id"])
             # a job finished by an eaten (auto-eat) failure releases its dependants too
             self.farm.check_job_done(row["job_id"])
+            if row["redirect_kind"]:  # the proc was given away: its host goes to the target
+                result.booked += redirect.follow(self.farm, row["host_id"],
+                                                 row["redirect_kind"], row["redirect_id"], t)
 
     # -- booking ---------------------------------------------------------------
     def _book(self, t: float, result: StepResult) -> None:
+        """Host by host, as Cuebot books: the hosts with most idle cores first."""
         s = self.store
-        hosts = [dict(h) for h in s.all(
-            "SELECT h.id, h.idle_cores, h.idle_memory, h.idle_gpus, h.alloc_id "
-            "FROM host h WHERE h.state = 'UP' AND "
-            "h.lock_state = 'OPEN' AND h.idle_cores > 0 ORDER BY h.idle_cores DESC, h.name")]
+        for local in s.all("SELECT * FROM host_local WHERE active = 1 ORDER BY seq"):
+            if s.one("SELECT state FROM job WHERE id = ?", (local["job_id"],))["state"] != (
+                    "PENDING"):
+                if s.one("SELECT 1 FROM proc WHERE local_id = ?", (local["id"],)) is None:
+                    s.run("DELETE FROM host_local WHERE id = ?", (local["id"],))
+                continue
+            result.booked += book_partition(self.farm, local, t)
+        hosts = s.all("SELECT id FROM host WHERE state = 'UP' AND lock_state = 'OPEN' AND "
+                      "idle_cores > 0 ORDER BY idle_cores DESC, name")
         if not hosts:
             return
-        frames = s.all(
-            "SELECT f.id, f.job_id, f.layer_id, l.min_cores, l.min_memory, l.min_gpus, l.tags, "
-            "j.show_id, j.folder_id, j.max_cores AS job_max, "
-            "g.max_cores AS group_max "
-            "FROM frame f JOIN layer l ON l.id = f.layer_id JOIN job j ON j.id = f.job_id "
-            "JOIN show sh ON sh.id = j.show_id JOIN folder g ON g.id = j.folder_id "
-            "WHERE f.state = 'WAITING' AND f.depend_count = 0 AND j.state = 'PENDING' "
-            "AND j.is_paused = 0 AND sh.active = 1 AND sh.booking_enabled = 1 "
-            "AND sh.dispatch_enabled = 1 "
-            "ORDER BY j.priority DESC, j.start_time, j.seq, l.dispatch_order, f.dispatch_order "
-            "LIMIT 2000")
-        if not frames:
-            return
-        usage = _Usage(s)
-        tags: dict[str, set[str]] = defaultdict(set)
-        for row in s.all("SELECT host_id, tag FROM host_tag"):
-            tags[row["host_id"]].add(row["tag"])
-        for f in frames:
-            cores = max(f["min_cores"], 100) if f["min_cores"] >= 0 else 100
-            wanted = set(split_tags(f["tags"]))
-            limits = usage.layer_limits.get(f["layer_id"], ())
-            if any(usage.limit_used[x] >= usage.limit_max[x] for x in limits):
-                continue
-            if f["job_max"] >= 0 and usage.job[f["job_id"]] + cores > f["job_max"]:
-                continue
-            if f["group_max"] >= 0 and usage.folder[f["folder_id"]] + cores > f["group_max"]:
-                continue
-            for h in hosts:
-                if (h["idle_cores"] < cores
-                        or h["idle_memory"] < f["min_memory"] or h["idle_gpus"] < f["min_gpus"]
-                        or (wanted and not wanted & tags[h["id"]])):
-                    continue
-                burst = usage.burst.get((f["show_id"], h["alloc_id"]))
-                if burst is None or usage.sub[(f["show_id"], h["alloc_id"])] + cores > burst:
-                    continue
-                self.farm.book(f["id"], h["id"], cores=cores, memory=f["min_memory"],
-                               gpus=f["min_gpus"], started=int(t),
-                               run_until=t + self.duration())
-                h["idle_cores"] -= cores
-                h["idle_memory"] -= f["min_memory"]
-                h["idle_gpus"] -= f["min_gpus"]
-                usage.add(f, h["alloc_id"], cores, limits)
-                result.booked.append(f["id"])
+        frames = booking.candidates(s, t=t)
+        usage = booking.Usage(s, t)
+        for h in hosts:
+            if not frames:
                 break
-
-
-class _Usage:
-    """What is running now, per job, group, subscription and limit, kept up to date in a pass."""
-
-    def __init__(self, s: Any) -> None:
-        self.job: dict[str, int] = defaultdict(int)
-        self.folder: dict[str, int] = defaultdict(int)
-        self.sub: dict[tuple[str, str], int] = defaultdict(int)
-        self.limit_used: dict[str, int] = defaultdict(int)
-        for p in s.all("SELECT p.cores, p.job_id, p.show_id, h.alloc_id, j.folder_id FROM proc p "
-                       "JOIN host h ON h.id = p.host_id JOIN job j ON j.id = p.job_id"):
-            self.job[p["job_id"]] += p["cores"]
-            self.folder[p["folder_id"]] += p["cores"]
-            self.sub[(p["show_id"], p["alloc_id"])] += p["cores"]
-        self.burst = {(r["show_id"], r["alloc_id"]): r["burst"]
-                      for r in s.all("SELECT show_id, alloc_id, burst FROM subscription")}
-        self.limit_max = {r["id"]: r["max_value"] for r in s.all("SELECT * FROM limit_record")}
-        self.layer_limits: dict[str, tuple[str, ...]] = defaultdict(tuple)
-        for r in s.all("SELECT layer_id, limit_id FROM layer_limit"):
-            self.layer_limits[r["layer_id"]] += (r["limit_id"],)
-        for r in s.all("SELECT ll.limit_id, COUNT(*) AS n FROM proc p JOIN layer_limit ll "
-                       "ON ll.layer_id = p.layer_id GROUP BY ll.limit_id"):
-            self.limit_used[r["limit_id"]] = r["n"]
-
-    def add(self, f: Any, alloc_id: str, cores: int, limits: tuple[str, ...]) -> None:
-        self.job[f["job_id"]] += cores
-        self.folder[f["folder_id"]] += cores
-        self.sub[(f["show_id"], alloc_id)] += cores
-        for x in limits:
-            self.limit_used[x] += 1
+            result.booked += booking.book_host(self.farm, h["id"], t, frames=frames,
+                                               usage=usage)

@@ -26,7 +26,8 @@ def servant_classes() -> list[type[Servant]]:
         shows.ShowServant, facility.FacilityServant, facility.AllocationServant,
         facility.SubscriptionServant, services.ServiceServant, services.ServiceOverrideServant,
     ]
-    for module_name in ("jobs", "hosts", "filters", "misc"):
+    for module_name in ("jobs", "frames", "layers", "groups", "hosts", "filters", "limits",
+                        "partitions", "misc"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["SERVANTS"])
         except ModuleNotFoundError as e:

@@ -54,6 +54,12 @@ class ShowServant(Servant):
                               "ORDER BY name", (show["id"],))
         return dict(jobs=job_pb2.JobSeq(jobs=M.jobs(self.store, rows)))
 
+    def GetJobWhiteboard(self, request: Any, context: Any) -> Reply:
+        from .whiteboard import job_whiteboard
+
+        show = show_of(self.store, request.show)
+        return dict(whiteboard=job_whiteboard(self.store, show["id"]))
+
     def GetSubscriptions(self, request: Any, context: Any) -> Reply:
         show = show_of(self.store, request.show)
         rows = self.store.all("SELECT * FROM subscription WHERE show_id = ? ORDER BY seq",
@@ -227,6 +233,19 @@ class ShowServant(Servant):
     def SetSchedulerManaged(self, request: Any,
                             context: Any) -> Reply:
         self._set(request, "scheduler_managed", int(request.enabled))
+        return None
+
+    def Archive(self, request: Any, context: Any) -> Reply:
+        """The show's name becomes an alias of the target show (new jobs launched under it
+        go there) and the show is renamed ``<name>_archive``; its jobs stay where they are."""
+        with self.store.tx():
+            show = show_of(self.store, request.show)
+            target = find_one(self.store, "SELECT * FROM show WHERE name = ?",
+                              (request.target_show_name,), lookup=False)
+            self.store.run("INSERT OR REPLACE INTO show_alias (name, show_id) VALUES (?, ?)",
+                           (show["name"], target["id"]))
+            self.store.run("UPDATE show SET name = ? WHERE id = ?",
+                           (f"{show['name']}_archive", show["id"]))
         return None
 
     def Delete(self, request: Any, context: Any) -> Reply:
