@@ -294,7 +294,7 @@ class LimitServant(Servant):
         if request.layer_ids:
             sql += " AND ll.layer_id IN (" + ",".join("?" * len(request.layer_ids)) + ")"
             args += list(request.layer_ids)
-        rows = self.store.all(sql + " ORDER BY ll.created, j.name, l.name", args)
+        rows = self.store.all(sql + " ORDER BY ll.created, ll.rowid", args)
         return dict(bindings=[limit_pb2.LimitBinding(
             limit_id=limit["id"], layer_id=r["layer_id"], layer_name=r["layer_name"],
             job_name=r["job_name"], services=[s for s in r["services"].split(",") if s],

@@ -69,7 +69,7 @@ def _copy(source: Any, target: Any) -> None:
         if f.name not in target.DESCRIPTOR.fields_by_name or f.name in ("procs", "parent"):
             continue
         value = getattr(source, f.name)
-        if f.label == f.LABEL_REPEATED:
+        if (f.is_repeated if hasattr(f, "is_repeated") else f.label == f.LABEL_REPEATED):
             getattr(target, f.name).extend(value)
         else:
             setattr(target, f.name, value)
