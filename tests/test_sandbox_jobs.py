@@ -130,7 +130,18 @@ async def test_invalid_regex_is_internal(cue: Cue) -> None:
     e = await rpc_error(cue.jobs.GetJobs(job_pb2.JobGetJobsRequest(
         r=job_pb2.JobSearchCriteria(regex=["(unclosed"]))))
     assert e.code() == grpc.StatusCode.INTERNAL
-    assert "invalid regular expression" in e.details()
+    assert "ERROR: invalid regular expression: parentheses () not balanced" in e.details()
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    (r"sh0[[:digit:]]0\y", [LIGHTING, FX, ANIM]),       # POSIX class, word boundary
+    (r"\mjdoe", [LIGHTING, ANIM]),                         # start of a word
+    (r"sh01\y", []),
+    (r"[[:upper:]]", []),
+])
+async def test_regex_is_postgresqls_dialect(cue: Cue, pattern: str, expected: list[str]) -> None:
+    """Study §2.2 #4: CueGUI sends users' text as ``regex``, which PostgreSQL reads."""
+    assert await names(cue, regex=[pattern]) == expected
 
 
 async def test_job_message_fields_and_stats(cue: Cue) -> None:
@@ -304,6 +315,9 @@ async def test_frame_criteria_that_break_cuebots_query(cue: Cue, req: dict) -> N
     job = await cue.job()
     e = await rpc_error(cue.frames_of(job, **req))
     assert e.code() == grpc.StatusCode.INTERNAL
+    if req.get("frame_range") == "a-b":   # Cuebot's FrameRange words it so
+        assert e.details() == ("java.lang.IllegalArgumentException: unrecognized frame range "
+                               "syntax a-b\nunrecognized frame range syntax a-b")
 
 
 async def test_frame_ids_and_ids_of_another_job(cue: Cue) -> None:
@@ -712,3 +726,13 @@ async def test_reparent_jobs_inherits_group_defaults(cue: Cue) -> None:
     e = await rpc_error(cue.groups.ReparentJobs(job_pb2.GroupReparentJobsRequest(
         group=root, jobs=job_pb2.JobSeq(jobs=[job_pb2.Job(id="nope")]))))
     assert (e.code(), e.details()) == (grpc.StatusCode.INTERNAL, EMPTY_RESULT)
+
+
+async def test_a_running_frame_counts_its_run_in_total_core_time(cue: Cue) -> None:
+    """As Cuebot's whiteboard: past runs plus the one going on (here 4 cores for 300 s+)."""
+    job = await cue.job()
+    running = await cue.frame(job, "0011-render")     # the demo started it 300 s ago on 4 cores
+    assert running.state == job_pb2.RUNNING and running.total_core_time >= 1200
+    done = await cue.frame(job, "0001-render")
+    row = cue.store.one("SELECT total_core_time FROM frame WHERE id = ?", (done.id,))
+    assert done.total_core_time == row[0]             # a finished frame shows what it used

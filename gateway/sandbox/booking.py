@@ -150,6 +150,7 @@ def book_host(farm: Any, host_id: str, t: float, *, frames: Sequence[Any] | None
     calls of one pass; the ones booked here are taken out of ``frames``.
     """
     store = farm.store
+    farm.counters.booking_executed += 1
     room = host_room(store, host_id, local=local)
     if room is None or room.cores <= 0:
         return []
@@ -175,6 +176,7 @@ def book_host(farm: Any, host_id: str, t: float, *, frames: Sequence[Any] | None
         booked.append(f["id"])
         if room.cores <= 0:
             break
+    farm.counters.booked_procs += len(booked)
     if booked and isinstance(frames, list):
         taken = set(booked)
         frames[:] = [f for f in frames if f["id"] not in taken]

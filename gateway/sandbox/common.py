@@ -104,5 +104,5 @@ def cue_frame_set(text: str) -> list[int]:
 
     try:
         return frameset.parse(text)
-    except frameset.FrameSetError:
-        raise illegal(f"unrecognized frame range syntax {text}") from None
+    except frameset.FrameSetError as e:
+        raise illegal(str(e)) from None

@@ -82,6 +82,7 @@ class Dispatcher:
         t = time.time() if now is None else now
         result = StepResult()
         with self.store.tx():
+            self.farm.counters.dispatch_executed += 1
             self._time_new_procs(t)
             self._complete(t, result)
             self._book(t, result)
@@ -100,6 +101,7 @@ class Dispatcher:
             "j.id AS job_id, j.max_retries, j.auto_eat FROM proc p JOIN frame f ON f.id = p.frame_id JOIN job j ON j.id = f.job_id "
             "WHERE p.run_until > 0 AND p.run_until <= ? ORDER BY p.run_until", (t,))
         for row in due:
+            self.farm.counters.report_executed += 1
             if self.rng.random() >= self.settings.failure_rate:
                 self.farm.finish_run(row["frame_id"], "SUCCEEDED", 0, stopped=int(t))
                 self.farm.frame_succeeded(row["frame_id"])

@@ -249,11 +249,9 @@ class SubscriptionServant(Servant):
     def SetBurst(self, request: Any,
                  context: Any) -> Reply:
         with self.store.tx():
+            # no check: Cuebot's guard is a trigger on growing usage, so a burst below what
+            # runs is stored, and booking on the subscription stops until usage drops
             sub = self._sub(request.subscription)
-            used = self._one(sub).reserved_cores
-            if request.burst < used:
-                raise internal("com.imageworks.spcue.dao.postgres.SubscriptionDaoJdbc",
-                               "subscription has exceeded burst size")
             self.store.run("UPDATE subscription SET burst = ? WHERE id = ?",
                            (request.burst, sub["id"]))
         return None

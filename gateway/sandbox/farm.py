@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import depends, frameset
 from .messages import join_tags, proc_name
+from .stats import Counters
 from .store import Store, new_id, now
 
 Row = sqlite3.Row
@@ -86,6 +87,7 @@ class FarmError(Exception):
 class Farm:
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.counters = Counters()   # GetSystemStats' numbers, since this farm was opened
 
     # -- lookups ----------------------------------------------------------
     def root_folder(self, show_id: str) -> Row:
@@ -535,6 +537,7 @@ class Farm:
         proc = self.store.one("SELECT frame_id FROM proc WHERE id = ?", (proc_id,))
         if proc is None:
             return
+        self.counters.cleared_procs += 1
         if proc["frame_id"]:
             self.stop_frame(proc["frame_id"], "WAITING")
         else:

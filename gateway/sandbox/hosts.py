@@ -7,8 +7,8 @@ RPC names its host/owner/proc/deed by id and a missing one is INTERNAL with
 Spring's EmptyResultDataAccessException text (Owner.TakeOwnership finds its
 host by *name*). Quirks kept because clients meet them on a real Cuebot:
 
-- tags: AddTags adds each non-empty tag (trimmed) as MANUAL, duplicates
-  included; RemoveTags and RenameTag never touch the ALLOC tag; listings
+- tags: AddTags adds each non-empty tag (trimmed after that check, so a
+  blank one is added empty) as MANUAL, duplicates included; RemoveTags and RenameTag never touch the ALLOC tag; listings
   order tags by type (ALLOC, HARDWARE, HOSTNAME, MANUAL), then name;
 - Lock/Unlock succeed at once: there is no RQD to tell (Cuebot would fail
   if it could not reach one); Reboot/RebootWhenIdle only set the state;
@@ -111,7 +111,7 @@ class HostServant(Servant):
             procs = [_by_id(self.store, "proc", key) for key in request.proc_names]
             job = _by_id(self.store, "job", request.job_id)
             for proc in procs:
-                redirect.set_redirect(self.store, proc["id"], "JOB", job["id"])
+                redirect.set_redirect(self.farm, proc["id"], "JOB", job["id"])
             hosts = list(dict.fromkeys(p["host_id"] for p in procs))
             for proc in procs:
                 self.farm.kill_proc(proc["id"])
@@ -196,9 +196,10 @@ class HostServant(Servant):
     def AddTags(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
             host = _by_id(self.store, "host", request.host.id)
-            for tag in (t.strip() for t in request.tags):
-                if tag:  # trimmed first: a blank tag is skipped, as in Cuebot
-                    self.store.insert("host_tag", host_id=host["id"], tag=tag, type="MANUAL")
+            for tag in request.tags:
+                if tag:  # Cuebot skips "" but trims after: "  " becomes an empty tag
+                    self.store.insert("host_tag", host_id=host["id"], tag=tag.strip(),
+                                      type="MANUAL")
         return None
 
     def RemoveTags(self, request: Any, context: Any) -> Reply:
@@ -333,6 +334,7 @@ class ProcServant(Servant):
         with self.store.tx():
             proc = self._proc(request.proc)
             self.store.run("UPDATE proc SET unbooked = 1 WHERE id = ?", (proc["id"],))
+            self.farm.counters.unbooked_procs += 1
             if request.kill:
                 self.farm.kill_proc(proc["id"])
         return None
@@ -343,6 +345,7 @@ class ProcServant(Servant):
             rows = find_procs(self.store, request.r, order="p.booked_time")
             for proc in rows:
                 self.store.run("UPDATE proc SET unbooked = 1 WHERE id = ?", (proc["id"],))
+                self.farm.counters.unbooked_procs += 1
                 if request.kill:
                     self.farm.kill_proc(proc["id"])
         return dict(num_procs=len(rows))
@@ -360,7 +363,7 @@ class ProcServant(Servant):
             proc = self._proc(request.proc)
             if not redirect.could_run(self.store, proc, kind, target["id"]):
                 return dict(value=False)
-            redirect.set_redirect(self.store, proc["id"], kind, target["id"])
+            redirect.set_redirect(self.farm, proc["id"], kind, target["id"])
             if request.kill:
                 redirect.kill_and_follow(self.farm, self._proc(request.proc), now())
         return dict(value=True)
@@ -387,7 +390,7 @@ class ProcServant(Servant):
                          f"SELECT 1 FROM job WHERE id = ? AND {skip} IN ({marks})",
                          (p["job_id"], *targets))]
             for n, proc in enumerate(procs):
-                redirect.set_redirect(self.store, proc["id"], kind, targets[n % len(targets)])
+                redirect.set_redirect(self.farm, proc["id"], kind, targets[n % len(targets)])
             if request.kill:
                 for proc in procs:
                     fresh = _by_id(self.store, "proc", proc["id"])

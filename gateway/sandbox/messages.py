@@ -12,6 +12,7 @@ nullable strings come back as ""; frame names are ``%04d-<layer>``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from typing import Iterable, Sequence
 
@@ -318,6 +319,13 @@ def frames(store: Store, rows: Sequence[Row]) -> list[job_pb2.Frame]:
         layer_names = {r["id"]: r["name"] for r in store.all(
             f"SELECT id, name FROM layer WHERE id IN ({_marks(len(layer_ids))})", layer_ids)}
     frame_ids = [r["id"] for r in rows]
+    running = [r["id"] for r in rows if r["state"] == "RUNNING"]
+    proc_cores: dict[str, int] = {}
+    if running:
+        proc_cores = {p["frame_id"]: p["cores"] for p in store.all(
+            f"SELECT frame_id, cores FROM proc WHERE frame_id IN ({_marks(len(running))})",
+            running)}
+    t = int(time.time())
     if frame_ids and store.one("SELECT 1 FROM frame_override LIMIT 1"):
         overrides = {(o["frame_id"], o["state"]): o for o in store.all(
             f"SELECT * FROM frame_override WHERE frame_id IN ({_marks(len(frame_ids))})",
@@ -332,7 +340,10 @@ def frames(store: Store, rows: Sequence[Row]) -> list[job_pb2.Frame]:
             used_memory=r["used_memory"], reserved_memory=r["reserved_memory"],
             reserved_gpu_memory=r["reserved_gpu_memory"], last_resource=r["last_resource"],
             checkpoint_state=r["checkpoint_state"], checkpoint_count=r["checkpoint_count"],
-            total_core_time=r["total_core_time"], llu_time=r["llu_time"],
+            total_core_time=r["total_core_time"] + (  # a run counts while it goes on
+                max(0, t - r["start_time"]) * proc_cores[r["id"]] // 100
+                if r["id"] in proc_cores else 0),
+            llu_time=r["llu_time"],
             eligible_time=r["eligible_time"], submission_time=r["submission_time"])
         override = overrides.get((r["id"], r["state"]))
         if override is not None:

@@ -12,14 +12,14 @@ What clients meet here, kept as Cuebot does it:
   not implemented by Cuebot either (UNIMPLEMENTED);
 - comments: Save (subject and message) and Delete of an unknown id change
   nothing and succeed, as Cuebot's plain UPDATE/DELETE do;
-- GetSystemStats: the sandbox has none of Cuebot's thread pools, so every
-  counter is 0.
+- GetSystemStats: the counters of stats.py (what the sandbox dispatched,
+  booked, killed and carried out since it started), queues always free.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from opencue_proto import cue_pb2, task_pb2
+from opencue_proto import task_pb2
 
 from . import messages as M
 from .common import core_units, find_one, whole_core_units
@@ -185,7 +185,8 @@ class CueServant(Servant):
     SERVICE = "cue.CueInterface"
 
     def GetSystemStats(self, request: Any, context: Any) -> Reply:
-        return dict(stats=cue_pb2.SystemStats())
+        """Cuebot's live counters, as the sandbox keeps them (see stats.py)."""
+        return dict(stats=self.farm.counters.message())
 
 
 SERVANTS = [TaskServant, DepartmentServant, CommentServant, CueServant]

@@ -26,11 +26,13 @@ from typing import Any
 from . import booking
 
 
-def set_redirect(store: Any, proc_id: str, kind: str, target_id: str) -> None:
+def set_redirect(farm: Any, proc_id: str, kind: str, target_id: str) -> None:
+    store = farm.store
     table = "job" if kind == "JOB" else "folder"
     name = store.one(f"SELECT name FROM {table} WHERE id = ?", (target_id,))["name"]
     store.run("UPDATE proc SET redirect_target = ?, redirect_kind = ?, redirect_id = ?, "
               "unbooked = 1 WHERE id = ?", (name, kind, target_id, proc_id))
+    farm.counters.unbooked_procs += 1
 
 
 def scope(kind: str, target_id: str) -> tuple[str, tuple[str]]:

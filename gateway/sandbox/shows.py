@@ -15,8 +15,11 @@ from opencue_proto import subscription_pb2
 
 from . import messages as M
 from .common import NAME_OK, core_units, find_one, show_of, whole_core_units
-from .servant import Reply, Servant, illegal, missing, plain_internal
+from .servant import Reply, Servant, illegal, internal, missing, plain_internal
 from .store import new_id
+
+
+DUPLICATE_KEY = "org.springframework.dao.DuplicateKeyException"
 
 
 class ShowServant(Servant):
@@ -144,8 +147,11 @@ class ShowServant(Servant):
             if alloc is None:
                 raise missing()
             if self.store.one("SELECT 1 FROM subscription WHERE show_id = ? AND alloc_id = ?",
-                              (show["id"], alloc["id"])):
-                raise illegal(f"subscription to {alloc['name']} for {show['name']} exists")
+                              (show["id"], alloc["id"])):  # Cuebot's unique index answers
+                raise internal(DUPLICATE_KEY, "PreparedStatementCallback; ERROR: duplicate key "
+                               "value violates unique constraint \"c_subscription_uk\"\n  Detail: "
+                               f"Key (pk_show, pk_alloc)=({show['id']}, {alloc['id']}) already "
+                               "exists.")
             sub_id = new_id()
             self.store.insert("subscription", id=sub_id, show_id=show["id"],
                               alloc_id=alloc["id"], size=core_units(request.size),
