@@ -19,9 +19,14 @@ EMPTY_RESULT = ("org.springframework.dao.EmptyResultDataAccessException: " + NO_
 
 
 def layer(name: str = "render", frames: str = "1-10", *, chunk: int = 1, cores: str = "1.0",
-          memory: str = "1g", extra: str = "") -> str:
+          memory: str = "1g", extra: str = "", threadable: bool | None = None) -> str:
+    """A Render layer; a layer of more than one core is threadable unless told (Cuebot books
+    a layer that is not on one core, whatever it asks for)."""
+    if threadable is None:
+        threadable = float(cores) > 1
+    thread = "<threadable>true</threadable>" if threadable else ""
     return (f'<layer name="{name}" type="Render"><cmd>render -f #IFRAME#</cmd>'
-            f"<range>{frames}</range><chunk>{chunk}</chunk><cores>{cores}</cores>"
+            f"<range>{frames}</range><chunk>{chunk}</chunk><cores>{cores}</cores>{thread}"
             f"<memory>{memory}</memory>{extra}</layer>")
 
 

@@ -25,7 +25,7 @@ UNASSIGNED = "00000000-0000-0000-0000-000000000002"
 @pytest.fixture
 async def cue(make_gateway: Any) -> AsyncIterator[Cue]:
     sb = await server.start(":memory:", demo=False)
-    sb.dispatcher.settings = DispatchSettings(run_seconds=(10.0, 10.0))   # every render: 10 s
+    sb.dispatcher.settings = DispatchSettings.eager(run_seconds=(10.0, 10.0))   # every render: 10 s
     try:
         with sb.store.tx():
             for name in ("rn001", "rn002"):

@@ -147,7 +147,7 @@ async def test_regex_is_postgresqls_dialect(cue: Cue, pattern: str, expected: li
 async def test_job_message_fields_and_stats(cue: Cue) -> None:
     job = (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=LIGHTING))).job
     assert (job.show, job.group, job.facility, job.user, job.shot) == (
-        "testing", "testing", "cloud", "jdoe", "sh010")
+        "testing", "testing", "local", "jdoe", "sh010")
     assert job.state == job_pb2.PENDING and job.priority == 100 and job.has_comment
     s = job.job_stats
     assert (s.total_frames, s.total_layers, s.succeeded_frames, s.dead_frames, s.eaten_frames,

@@ -19,7 +19,7 @@ LICENSED = '<limits><limit>houdini</limit></limits>'
 @pytest.fixture
 async def cue(make_gateway: Any) -> AsyncIterator[Cue]:
     sb = await server.start(":memory:", demo=False)
-    sb.dispatcher.settings = DispatchSettings(run_seconds=(100.0, 100.0))
+    sb.dispatcher.settings = DispatchSettings.eager(run_seconds=(100.0, 100.0))
     try:
         with sb.store.tx():
             for name in ("rn001.farm.local", "rn002.farm.local"):

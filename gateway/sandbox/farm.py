@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import depends, frameset
 from .messages import join_tags, proc_name
+from .framelogs import FRAME_INFO_SQL, FrameLogs
 from .stats import Counters
 from .store import Store, new_id, now
 
@@ -85,9 +86,10 @@ class FarmError(Exception):
 
 
 class Farm:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, logs: FrameLogs | None = None) -> None:
         self.store = store
         self.counters = Counters()   # GetSystemStats' numbers, since this farm was opened
+        self.logs = logs             # where renders write their logs (None: nowhere)
 
     # -- lookups ----------------------------------------------------------
     def root_folder(self, show_id: str) -> Row:
@@ -180,7 +182,8 @@ class Farm:
             max_gpus=spec.max_gpus if spec.max_gpus is not None else 100,
             is_paused=int(spec.paused), auto_eat=int(spec.auto_eat),
             max_retries=0 if spec.auto_eat else spec.max_retries, os=spec.os,
-            log_dir=f"/shots/{show['name']}/{spec.shot}/logs/{spec.name}--{job_id}",
+            log_dir=(self.logs.job_dir(show["name"], spec.shot, spec.name, job_id) if self.logs
+                     else f"/shots/{show['name']}/{spec.shot}/logs/{spec.name}--{job_id}"),
             start_time=t)
         total = 0
         for order, layer in enumerate(spec.layers, start=1):
@@ -266,7 +269,22 @@ class Farm:
               "updated_time = ? WHERE id = ?",
               (t, mem, frame["min_gpu_memory"], mem // 2,
                proc_name(host["name"], core_units, gpus), t, now(), frame_id))
+        if self.logs is not None:
+            self.logs.start(self.frame_info(frame_id), host["name"], core_units, t)
         return proc_id
+
+    def frame_info(self, frame_id: str) -> Row:
+        """What a frame's log names (job, layer, command, ids)."""
+        return self.store.one(FRAME_INFO_SQL, (frame_id,))
+
+    def _log_end(self, frame: Row, proc: Row | None, t: int, exit_status: int,
+                 signal: int = 0, kill_message: str = "") -> None:
+        if self.logs is None or proc is None:
+            return
+        host = self.store.one("SELECT name FROM host WHERE id = ?", (proc["host_id"],))
+        self.logs.finish(self.frame_info(frame["id"]), host["name"] if host else "",
+                         frame["start_time"] or t, t, exit_status, signal, proc["max_rss"],
+                         kill_message)
 
     def release(self, proc_id: str) -> Row | None:
         """Remove a proc and give its resources back to the host; the proc row as it was."""
@@ -282,7 +300,8 @@ class Farm:
         return proc
 
     def finish_run(self, frame_id: str, state: str, exit_status: int,
-                   stopped: int | None = None) -> None:
+                   stopped: int | None = None, *, signal: int = 0,
+                   kill_message: str = "") -> None:
         """End a frame's run: SUCCEEDED, DEAD or back to WAITING, with Cuebot's counters.
 
         The proc (if any) is released. Counters: rendered (exit 0) or failed
@@ -296,6 +315,7 @@ class Farm:
         seconds = max(0, t - frame["start_time"]) if frame["start_time"] else 0
         core_sec = seconds * core_units // 100
         rss = proc["max_rss"] if proc else frame["max_rss"]
+        self._log_end(frame, proc, t, exit_status, signal, kill_message)
         if proc:
             self.release(proc["id"])
         state = settled(state, frame["depend_count"])
@@ -421,7 +441,7 @@ class Farm:
         if self.store.one("SELECT 1 FROM proc WHERE frame_id = ?", (frame_id,)) is None:
             return False
         state = self.failed_state(frame_id)
-        self.finish_run(frame_id, state, 1)
+        self.finish_run(frame_id, state, 1, signal=9, kill_message="Frame killed by request")
         if state == "EATEN":
             self.check_job_done(self._job_of(frame_id))
         return True
@@ -430,8 +450,10 @@ class Farm:
         """End a frame's render, if any (proc released, not counted), and set ``state``."""
         s = self.store
         t = now()
-        proc = s.one("SELECT id FROM proc WHERE frame_id = ?", (frame_id,))
+        proc = s.one("SELECT * FROM proc WHERE frame_id = ?", (frame_id,))
         if proc is not None:
+            frame = s.one("SELECT * FROM frame WHERE id = ?", (frame_id,))
+            self._log_end(frame, proc, t, 1, 9, f"Killed by Cuebot (frame {state.lower()})")
             self.release(proc["id"])
             s.run("UPDATE frame SET stop_time = ?, llu_time = ? WHERE id = ?", (t, t, frame_id))
         held = s.one("SELECT depend_count FROM frame WHERE id = ?", (frame_id,))

@@ -63,7 +63,7 @@ def scope_of(local: Any) -> tuple[str, tuple[str, ...]]:
 
 def book_partition(farm: Any, local: Any, t: float) -> list[str]:
     scope, args = scope_of(local)
-    return booking.book_host(farm, local["host_id"], t, scope=scope, args=args, local=local)
+    return booking.Booker(farm, t, frames=[]).local(local, scope, args)
 
 
 def add_render_partition(farm: Any, request: Any, kind: str, *, job_id: str,

@@ -43,8 +43,9 @@ def scope(kind: str, target_id: str) -> tuple[str, tuple[str]]:
 
 def follow(farm: Any, host_id: str, kind: str, target_id: str, t: float) -> list[str]:
     """Book the freed host for the redirect's target; the frames started."""
-    clause, args = scope(kind, target_id)
-    return booking.book_host(farm, host_id, t, scope=clause, args=args)
+    if kind == "JOB":
+        return booking.book_host(farm, host_id, t, job_ids=[target_id])
+    return booking.book_host(farm, host_id, t, folder_id=target_id)
 
 
 def could_run(store: Any, proc: Any, kind: str, target_id: str) -> bool:

@@ -163,7 +163,10 @@ CREATE TABLE IF NOT EXISTS proc (
     run_until REAL NOT NULL DEFAULT 0,         -- simulated end time (dispatcher clock)
     redirect_kind TEXT NOT NULL DEFAULT '',    -- '', JOB or GROUP: where the proc goes next
     redirect_id TEXT NOT NULL DEFAULT '',
-    local_id TEXT);                            -- the render partition (host_local) it runs in
+    local_id TEXT,                             -- the render partition (host_local) it runs in
+    will_fail INTEGER NOT NULL DEFAULT 0,      -- the simulated render ends in failure…
+    stall_at REAL NOT NULL DEFAULT 0,          -- …and stops writing its log from then on
+    progress INTEGER NOT NULL DEFAULT 0);      -- percent of the run its log reports
 CREATE TABLE IF NOT EXISTS host_local (            -- render partitions: local bookings on a host
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     host_id TEXT NOT NULL REFERENCES host(id) ON DELETE CASCADE,
@@ -243,6 +246,9 @@ MIGRATIONS = [
     ALTER TABLE proc ADD COLUMN redirect_kind TEXT NOT NULL DEFAULT '';
     ALTER TABLE proc ADD COLUMN redirect_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE proc ADD COLUMN local_id TEXT;
+    ALTER TABLE proc ADD COLUMN will_fail INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE proc ADD COLUMN stall_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE proc ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE limit_record ADD COLUMN type TEXT NOT NULL DEFAULT 'FRAME';
     ALTER TABLE limit_record ADD COLUMN enforcement TEXT NOT NULL DEFAULT 'ENFORCED';
     ALTER TABLE limit_record ADD COLUMN soft_value INTEGER NOT NULL DEFAULT -1;
