@@ -39,7 +39,7 @@ class FrameLogs:
     """Writes the logs of one sandbox's renders under ``root``."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser().resolve()   # clients need absolute paths
 
     def job_dir(self, show: str, shot: str, job_name: str, job_id: str) -> str:
         return str(self.root / show / shot / "logs" / f"{job_name}--{job_id}")
