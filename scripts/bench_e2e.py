@@ -416,6 +416,8 @@ def main() -> int:
         for g in gws:
             ratios = [a / b for a, b in zip(cpu[(g.name, conns)], cpu[("floor", conns)])]
             print(f"  c={conns:<3} {g.name:7s} {med(ratios):5.2f}x floor")
+            if os.environ.get("BENCH_DEBUG"):
+                print("    us/req", [round(x*1e6) for x in cpu[(g.name, conns)]], [round(x*1e6) for x in cpu[("floor", conns)]])
     print(f"\nSmall-call latency, alone and while 2 clients fetch 10,000 frames "
           f"(median of rounds):")
     for g in gws:
