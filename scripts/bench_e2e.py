@@ -193,9 +193,10 @@ class Server:
 
 
 def start(name: str, argv: list[str], env: dict[str, str], port: int, log: Path,
-          ready: str = "listening on") -> Server:
+          ready: str = "listening on", cwd: Path = ROOT) -> Server:
     out = log.open("w")
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    # cwd matters: ``python -m`` imports from it before PYTHONPATH
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ready in log.read_text():
@@ -354,7 +355,8 @@ def main() -> int:
             if name == "before":
                 env.update(kv.split("=", 1) for kv in args.before_env)
             gws.append(start(name, [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
-                                    "--port", str(port)], env, port, tmp / f"{name}.log"))
+                                    "--port", str(port)], env, port, tmp / f"{name}.log",
+                             cwd=src.resolve()))
         fport = free_port()
         floor = start("floor", me + ["--role", "floor", "--port", str(fport),
                                      "--backend", backend],
