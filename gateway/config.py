@@ -440,6 +440,9 @@ OPTIONS: tuple[Option, ...] = (
            "do not run the sandbox's dispatcher: frames stay where they are", switch=True),
     Option("failure_rate", "SANDBOX_FAILURE_RATE", "--failure-rate", _float_range(0, 1), 0.0,
            "chance that a simulated render fails (0 to 1)", "RATE"),
+    Option("log_root", "SANDBOX_LOG_ROOT", "--log-root", _path, None,
+           "where the sandbox's renders write their frame logs (default: beside --sandbox-db, "
+           "or a temporary folder)", "DIR"),
 )
 
 
@@ -507,6 +510,7 @@ class Config:
     speed: float = 1.0
     no_dispatch: bool = False
     failure_rate: float = 0.0
+    log_root: Path | None = None
 
     @property
     def use_tls(self) -> bool:
