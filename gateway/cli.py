@@ -147,7 +147,8 @@ async def start_sandbox(cfg: Config) -> tuple[Config, object]:
 
         sb = await sandbox_server.start(
             cfg.sandbox_db, demo=not cfg.empty, dispatch=not cfg.no_dispatch,
-            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate))
+            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate),
+            log_root=cfg.log_root)
     except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
         raise StartupError(f"sandbox: {e}") from None
     changes: dict[str, object] = {"cuebot_endpoint": sb.endpoint}
