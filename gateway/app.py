@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import compression, dev, errors, health, openapi, reload, resources
+from . import bodies, compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -362,14 +362,8 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise errors.too_large(limit)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.too_large(limit) from None
-    request[BYTES_IN] = len(body)
+    body, received = await bodies.read(request, limit)
+    request[BYTES_IN] = received
     return body
 
 
@@ -438,6 +432,7 @@ def create_app(state: GatewayState) -> web.Application:
     app = web.Application(
         client_max_size=state.cfg.max_request_bytes,
         middlewares=[context, cors, guard],
+        handler_args={"auto_decompress": False},  # bodies.py decodes, and refuses clearly
     )
     app[STATE] = state
     if state.reloader is None:
