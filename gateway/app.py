@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import bodies, compression, dev, errors, health, openapi, reload, resources
+from . import auth, bodies, compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -314,7 +314,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     subject = None
     if state.auth is not None:
         try:
-            identity = state.auth.authenticate(request.headers.get("Authorization"))
+            identity = state.auth.authenticate(auth.credentials(request.headers))
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
