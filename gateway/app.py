@@ -86,6 +86,7 @@ _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
 _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_MIN_TIMEOUT = 1e-3  # finer deadlines are not kept by the gRPC library
 _METADATA_PREFIX = "grpc-metadata-"
 # metadata a client may not set through Grpc-Metadata-*: ids and identity the
 # gateway sets itself, credentials, and HTTP/2 connection-level headers
@@ -337,7 +338,14 @@ def _deadline(request: web.Request, limit: float) -> float:
     m = _GRPC_TIMEOUT.match(header.strip())
     if not m:
         raise errors.bad_request(f"invalid Grpc-Timeout header {header!r}")
-    return min(limit, int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)])
+    timeout = int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)]
+    if timeout < _MIN_TIMEOUT:
+        # gRPC does not keep deadlines this fine (a 1n call to a quick Cuebot
+        # succeeds); one this close has passed before Cuebot could answer
+        raise GatewayError(504, errors.DEADLINE_EXCEEDED,
+                           f"Deadline Exceeded (Grpc-Timeout {header.strip()} is under "
+                           "a millisecond; Cuebot was not called)")
+    return min(limit, timeout)
 
 
 def _metadata(request: web.Request) -> list[tuple[str, str]]:
