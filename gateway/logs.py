@@ -22,6 +22,26 @@ import orjson
 
 # values that would break a space-separated line (or forge one) are quoted
 _PLAIN = re.compile(r"[\x21-\x7e]+\Z")
+# what may split or disguise a log line: C0 and C1 controls, DEL, Unicode line and
+# paragraph separators, bidirectional overrides
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x0a``, ``\\u2028``).
+
+    Applied by both formatters to every message and access field, so a value a
+    client chose (a token's ``sub``, a path, a header) can neither end a log
+    line and forge the next one nor hide text with terminal escapes.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return _CONTROL.sub(_escaped, text)
 
 
 def _shown(value: str | None) -> str:
@@ -75,12 +95,20 @@ class JsonFormatter(logging.Formatter):
         if self.worker:
             out["worker"] = self.worker
         if isinstance(record.msg, AccessEntry):
-            out.update(record.msg.fields())
+            out.update({k: escape(v) if type(v) is str else v
+                        for k, v in record.msg.fields().items()})
         else:
-            out["message"] = record.getMessage()
+            out["message"] = escape(record.getMessage())
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """The usual text line, its message part escaped (a traceback, added after, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
 
 
 def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
@@ -90,7 +118,7 @@ def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
         handler.setFormatter(JsonFormatter(worker))
     else:
         tag = f"[{worker}]" if worker else ""
-        handler.setFormatter(logging.Formatter(
+        handler.setFormatter(TextFormatter(
             f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     # aiohttp's own access log is replaced by gateway.access

@@ -98,7 +98,7 @@ async def test_untrusted_text_cannot_forge_a_line(make_gateway: Any,
     line = record.getMessage()
     assert "\n" not in line
     assert '"/no.Such/M\\nforged 200 OK"' in line
-    assert _json(record)["path"] == "/no.Such/M\nforged 200 OK"
+    assert _json(record)["path"] == "/no.Such/M\\x0aforged 200 OK"  # escaped in JSON too
 
 
 def test_log_format_setting() -> None:
