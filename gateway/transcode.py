@@ -27,13 +27,16 @@ import keyword
 import math
 import re
 import struct
+import sys
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 from google.protobuf import descriptor_pb2, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError as WireDecodeError
+from google.protobuf.message import EncodeError as WireEncodeError
 from google.protobuf.message import Message
 
 __all__ = [
@@ -1021,10 +1024,38 @@ class MessageCodec:
             msg = None
         if msg is not None:
             colons = body.count(b":")
-            if keys[0] == colons or (b"\\u003" not in body
-                                     and orjson.dumps(obj).count(b":") == colons):
-                return msg.SerializeToString()
-        return self._checked(_precise_loads(body)).SerializeToString()
+            if keys[0] == colons or _same_colons(obj, body, colons):
+                return self._wire(msg)
+        with _deep_enough():
+            return self._wire(self._checked(_precise_loads(body)))
+
+    def _wire(self, msg: Message) -> bytes:
+        try:
+            return msg.SerializeToString()
+        except WireEncodeError:  # proto2 required fields unset, or nesting upb refuses
+            missing = msg.FindInitializationErrors()
+            if not missing:
+                raise DecodeError(f"invalid {self.full_name}: nested too deeply") from None
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
+                                             if len(missing) > 5 else "")
+            raise DecodeError(f"missing required field(s): {shown}") from None
+
+
+def _same_colons(obj: Any, body: bytes, colons: int) -> bool:
+    """Whether orjson, writing what it read, writes as many colons as the body has.
+
+    Then no key was dropped (see ``MessageCodec.from_json``); an escaped colon
+    in the body, or nesting deeper than orjson writes, leaves it undecided.
+    """
+    if b"\\u003" in body:
+        return False
+    try:
+        return orjson.dumps(obj).count(b":") == colons
+    except TypeError:  # orjson's own recursion limit
+        return False
+
+
+_PRECISE_RECURSION = 5000
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict:
@@ -1041,6 +1072,19 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict:
     out = _DupDict(d)
     out.dups = tuple(dups)
     return out
+
+
+@contextmanager
+def _deep_enough() -> Iterator[None]:
+    """Room for the nesting orjson accepts (1024 levels) in the precise path's recursion."""
+    limit = sys.getrecursionlimit()
+    if limit < _PRECISE_RECURSION:
+        sys.setrecursionlimit(_PRECISE_RECURSION)
+    try:
+        yield
+    finally:
+        if limit < _PRECISE_RECURSION:
+            sys.setrecursionlimit(limit)
 
 
 def _precise_loads(body: bytes) -> Any:

@@ -205,3 +205,44 @@ async def test_bodies_without_duplicates_pass_whatever_their_colons(
     sent = _everything(demo, cuebot.calls[-1].request)
     if "text" in expected:
         assert sent.text == expected["text"]
+
+
+# ---------------------------------------------------------------------------
+# what the checks above must not break: depth, proto2 required fields
+# ---------------------------------------------------------------------------
+LEGACY = "/legacy.LegacyService/Get"
+
+
+def _nested(depth: int, ok: bool = True) -> bytes:
+    head = '{"ok": true, "child": ' if ok else '{"child": '
+    return (head * depth + ('{"ok": true}' if ok else "{}") + "}" * depth).encode()
+
+
+async def test_deep_unknown_objects_are_ignored_at_any_depth_json_allows(
+        gateway: Any, cuebot: RecordingCuebot, demo: Descriptors) -> None:
+    """Deeper than orjson writes back (254): the precise path decides, without a 500."""
+    body = b'{"text": "t", "zz": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}"
+    resp = await gateway.post(ECHO, data=body)
+    assert resp.status == 200, await resp.text()
+    assert _everything(demo, cuebot.calls[-1].request).text == "t"
+
+
+async def test_deep_recursive_messages_are_decoded_or_refused_cleanly(
+        gateway: Any, cuebot: RecordingCuebot) -> None:
+    resp = await gateway.post(LEGACY, data=_nested(500))
+    assert resp.status == 200, await resp.text()
+    cuebot.calls.clear()
+    message = await _refused(gateway, cuebot, _nested(500)[:-1] + b', "ok": false}', LEGACY)
+    assert 'duplicate field "ok"' in message
+    # beyond orjson's nesting limit: malformed JSON, a 400 as well
+    resp = await gateway.post(LEGACY, data=_nested(1100))
+    assert resp.status == 400 and (await resp.json())["code"] == 3
+
+
+async def test_proto2_required_fields_missing_is_400_naming_them(
+        gateway: Any, cuebot: RecordingCuebot) -> None:
+    """protojson refuses a message whose required fields are unset; upb raised a 500 here."""
+    message = await _refused(gateway, cuebot, b'{"count": 1, "child": {}}', LEGACY)
+    assert "missing required field(s): ok, child.ok" in message
+    message = await _refused(gateway, cuebot, _nested(20, ok=False), LEGACY)
+    assert "and 16 more" in message
