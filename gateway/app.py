@@ -3,8 +3,9 @@
 The path of a request, top to bottom of this file:
 ``context`` middleware (request id, error envelope, size cap, gzip, metrics,
 access line) ->
-``cors`` (preflights answered here) -> ``guard`` (token, then the client's
-rate limit) -> ``handle_rpc``: method table lookup ->
+``cors`` (preflights answered here) -> ``guard`` (token, then what the
+caller's roles allow (``authz``), then the client's rate limit) ->
+``handle_rpc``: method table lookup ->
 ``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it.
@@ -12,10 +13,11 @@ sits in one object so that a reload can swap it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
-import uuid
+import os
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import quote
@@ -24,7 +26,7 @@ import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import auth, bodies, compression, dev, errors, health, openapi, reload, resources
+from . import auth, authz, bodies, compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -32,6 +34,7 @@ from .cors import CorsPolicy
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED, Metrics
+from .offload import Offloader
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
@@ -52,11 +55,13 @@ class GatewayState:
     table: MethodTable
     auth: Authenticator | None = None        # None only with --no-auth
     limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
+    access: authz.Access | None = None       # None without AUTHZ_POLICY and AUDIT_LOG
     cors: CorsPolicy = CorsPolicy(frozenset())
     trusted_proxies: tuple[Network, ...] = ()
     metrics: Metrics = field(default_factory=Metrics)
     reloader: "reload.Reloader | None" = None      # made by create_app
     readiness: "health.Readiness | None" = None    # made by create_app
+    offload: Offloader | None = None               # made by create_app
     draining: bool = False                         # shutting down: /readyz says 503
 
 
@@ -82,6 +87,25 @@ OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
 ROUTE_LABELS = web.AppKey("route_labels", dict)
 
 _SLASHES = re.compile(r"//+")
+# Request ids made here: a random 16-hex-digit prefix per process and a
+# counter, 32 hex digits as a UUID's, unique without a syscall per request.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+def _reseed_request_ids() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(8).hex()
+
+
+os.register_at_fork(after_in_child=_reseed_request_ids)  # a forked child is another process
+
+
+
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
 _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
@@ -117,7 +141,7 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
     rid = request.headers.get("X-Request-Id")
     if rid is None or not _REQUEST_ID_OK.match(rid):
-        rid = uuid.uuid4().hex
+        rid = _new_request_id()
     request[REQUEST_ID] = rid
     request[REPLY_HEADERS] = extra = {}
     state.metrics.in_flight.inc()
@@ -266,14 +290,18 @@ def _is_open(request: web.Request) -> bool:
     return resource is not None and resource in request.app[OPEN_RESOURCES]
 
 
+def _address(request: web.Request) -> str:
+    """The caller's address: the peer, or the forwarded client behind TRUSTED_PROXIES."""
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                          request.app[STATE].trusted_proxies)
+
+
 def _client(request: web.Request, subject: str | None) -> str:
     """The rate-limit key: the token's subject and/or the caller's address."""
-    state = request.app[STATE]
-    mode = state.cfg.rate_limit_key
+    mode = request.app[STATE].cfg.rate_limit_key
     if subject and mode == "sub":
         return f"sub:{subject}"
-    addr = client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                          state.trusted_proxies)
+    addr = _address(request)
     if subject and mode == "sub+address":
         return f"sub:{subject}@{addr}"
     return f"addr:{addr}"
@@ -303,19 +331,21 @@ async def _spend(request: web.Request, client: str) -> None:
 
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Token first, then the client's rate limit: nothing reaches a route without both.
+    """Token, then the caller's roles, then the client's rate limit: nothing reaches a
+    route without all three.
 
     Runs before routing, so an unknown path without a token is 401, as the Go
     gateway answers. A refused token still spends from the caller's address
-    bucket: guessing tokens is rate limited too.
+    bucket: guessing tokens is rate limited too. A call the policy refuses
+    (403) spends nothing.
     """
     if _is_open(request):
         return await handler(request)
     state = request.app[STATE]
-    subject = None
+    identity = subject = None
     if state.auth is not None:
         try:
-            identity = state.auth.authenticate(auth.credentials(request.headers))
+            identity = await state.auth.check(auth.credentials(request.headers))
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
@@ -323,6 +353,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         subject = identity.subject
         if subject:
             request[USER] = subject
+    if state.access is not None:
+        await state.access.admit(request, identity, request[REQUEST_ID], _address(request))
     await _spend(request, _client(request, subject))
     return await handler(request)
 
@@ -375,6 +407,12 @@ async def _body(request: web.Request, limit: int) -> bytes:
     return body
 
 
+def _rpc_route(request: web.Request) -> Route | None:
+    """What an RPC request calls, for authorization: the real method behind any alias."""
+    path = request.path
+    return request.app[STATE].table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+
+
 def caller(request: web.Request) -> str:
     """Who is asking: the token's subject once authenticated, else the peer address."""
     return request.get(USER) or request.remote or "unknown"
@@ -386,6 +424,9 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     The one way to reach the backend, for the RPC routes and the /api ones alike.
     """
     state = request.app[STATE]
+    access = state.access
+    if access is not None:
+        access.before_call(request, route, data)  # a call its route did not declare
     timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request)
     started = time.perf_counter()
     code = "UNKNOWN"
@@ -400,7 +441,10 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
         code = "CANCELLED"
         raise
     finally:
-        state.metrics.observe_backend(route.path, code, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        state.metrics.observe_backend(route.path, code, seconds)
+        if access is not None:
+            access.after_call(request, route, data, code, seconds)  # the audit line
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
@@ -421,13 +465,19 @@ async def handle_rpc(request: web.Request) -> web.Response:
         raise errors.method_not_allowed("POST")
 
     body = await _body(request, state.cfg.max_request_bytes)
-    try:
-        data = route.request.from_json(body)
+    offload = state.offload
+    assert offload is not None
+    try:  # large messages are converted in another process, small ones right here
+        data = (await offload.from_json(table, route.request, body)
+                if offload.offloads(len(body)) else route.request.from_json(body))
     except DecodeError as e:
         raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
+    except EncodeError as e:  # the conversion process failed, not the request
+        raise GatewayError(502, errors.INTERNAL, str(e)) from None
     reply = await invoke(request, route, data)
     try:
-        out = route.response.to_json(reply)
+        out = (await offload.to_json(table, route.response, reply)
+               if offload.offloads(len(reply)) else route.response.to_json(reply))
     except EncodeError as e:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
     return web.Response(body=out, content_type="application/json")
@@ -439,7 +489,8 @@ async def handle_rpc(request: web.Request) -> web.Response:
 def create_app(state: GatewayState) -> web.Application:
     app = web.Application(
         client_max_size=state.cfg.max_request_bytes,
-        middlewares=[context, cors, guard],
+        # without CORS_ORIGINS (or --dev) no request needs the cors layer
+        middlewares=[context, cors, guard] if state.cors.enabled else [context, guard],
         handler_args={"auto_decompress": False},  # bodies.py decodes, and refuses clearly
     )
     app[STATE] = state
@@ -447,6 +498,9 @@ def create_app(state: GatewayState) -> web.Application:
         state.reloader = reload.Reloader(state)
     if state.readiness is None:
         state.readiness = health.Readiness(state.backend)
+    if state.offload is None:
+        cfg = state.cfg
+        state.offload = Offloader(cfg.offload_workers, cfg.offload_min_bytes, cfg.offload_idle)
 
     def table_of(request: web.Request) -> MethodTable:
         """The table a request uses, read once; its version goes in the reply."""
@@ -460,18 +514,31 @@ def create_app(state: GatewayState) -> web.Application:
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
     rpc = app.router.add_route("*", "/{path:.*}", handle_rpc).resource
+    authz.declare(app, rpc, _rpc_route)
     app[ROUTE_LABELS] = _route_labels(app, rpc)
     app[OPEN_RESOURCES] = frozenset(
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
+
+    async def start_jwks(app: web.Application) -> None:
+        auth = app[STATE].auth
+        if auth is not None and auth.keys is not None:
+            auth.keys.start()  # JWT_JWKS_REFRESH
 
     async def close_backend(app: web.Application) -> None:
         state = app[STATE]
         if state.reloader is not None:
             await state.reloader.close()
         await state.backend.close()
+        if state.offload is not None:
+            await state.offload.close()
         if state.limiter is not None:
             await state.limiter.close()
+        if state.auth is not None and state.auth.keys is not None:
+            await state.auth.keys.close()
+        if state.access is not None:
+            state.access.close()
 
+    app.on_startup.append(start_jwks)
     app.on_cleanup.append(close_backend)
     return app

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from aiohttp import web
 
-from . import auth, reload, shutdown
+from . import audit, auth, authz, jwks, memory, reload, shutdown
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -41,11 +41,12 @@ def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> N
     logs.setup(level, fmt, worker)
 
 
-def _guards(cfg: Config) -> dict[str, object]:
-    """Authentication, rate limits, CORS and proxies, as the settings ask."""
+def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str, object]:
+    """Authentication, authorization and audit, rate limits, CORS and proxies, as asked."""
     try:
-        authenticator = auth.from_config(cfg)
-    except (auth.AuthConfigError, ValueError) as e:
+        authenticator = auth.from_config(cfg, keys)
+        access = authz.from_config(cfg, metrics)
+    except (auth.AuthConfigError, authz.PolicyError, audit.AuditError, ValueError) as e:
         raise StartupError(str(e)) from None
     limiter = None
     if cfg.rate_limit_rps > 0:
@@ -53,7 +54,7 @@ def _guards(cfg: Config) -> dict[str, object]:
                               costs=cfg.rate_limit_costs, redis_url=cfg.rate_limit_redis_url,
                               fail=cfg.rate_limit_fail)
     return {
-        "auth": authenticator, "limiter": limiter,
+        "auth": authenticator, "access": access, "limiter": limiter,
         "cors": CorsPolicy(frozenset(cfg.cors_origins), cfg.cors_max_age, localhost=cfg.dev),
         "trusted_proxies": parse_networks(cfg.trusted_proxies),
     }
@@ -63,6 +64,15 @@ def _report_guards(guards: dict[str, object]) -> None:
     if guards["auth"] is None:
         log.warning("AUTHENTICATION IS OFF (--no-auth): anyone who can reach this port "
                     "can act on Cuebot. Never run like this on a shared network.")
+    access = guards["access"]
+    if isinstance(access, authz.Access):
+        if access.policy is not None:
+            log.info("authorization: %s, roles %s (from claim %r)", access.policy.source,
+                     ", ".join(access.policy.roles), guards["auth"].settings.roles_claim
+                     if isinstance(guards["auth"], auth.Authenticator) else "-")
+        if access.audit is not None:
+            log.info("audit log: %s (%s)", access.audit.target,
+                     ",".join(access.audit.wants.items))
     limiter = guards["limiter"]
     if isinstance(limiter, RateLimiter):
         log.info("rate limit: %g requests/s per client (burst %g)%s", limiter.rate,
@@ -77,18 +87,36 @@ async def build_state(cfg: Config) -> GatewayState:
         metrics = Metrics.for_process()
     except ValueError as e:
         raise StartupError(str(e)) from None
-    guards = _guards(cfg)
+    try:
+        keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
+    except jwks.JwksError as e:
+        raise StartupError(str(e)) from None
+    if keys is not None:
+        keys.on_refresh = metrics.jwks_refresh
+        metrics.jwks_keys.set(len(keys))
+    try:
+        guards = _guards(cfg, keys, metrics)
+    except StartupError:
+        if keys is not None:
+            await keys.close()
+        raise
     if isinstance(guards["limiter"], RateLimiter):
         guards["limiter"].on_redis_failure = metrics.redis_failure
     try:
         backend = Backend(cfg)
     except ConfigError as e:
+        if keys is not None:
+            await keys.close()
         raise StartupError(str(e)) from None
     try:  # the same two steps as every reload
         descs = await reload.load_descriptors(cfg, backend)
         table = await reload.build_table(cfg, backend, descs)
     except DescriptorError as e:
         await backend.close()
+        if keys is not None:
+            await keys.close()
+        if isinstance(guards["access"], authz.Access):
+            guards["access"].close()
         raise StartupError(str(e)) from None
     log.info("descriptors: %s, version %s: %d services, %d methods exposed",
              descs.source, descs.version, len(table.services), len(table.routes))
@@ -97,6 +125,8 @@ async def build_state(cfg: Config) -> GatewayState:
     for alias, real in table.aliases():
         log.info("alias: /%s/* -> /%s/*", alias, real)
     _report_guards(guards)
+    if isinstance(guards["access"], authz.Access):
+        guards["access"].warn_unmatched(table)
     metrics.set_descriptors(descs.version, descs.source, len(table.services), len(table.routes))
     return GatewayState(cfg=cfg, backend=backend, table=table, metrics=metrics,
                         **guards)  # type: ignore[arg-type]
@@ -129,8 +159,16 @@ def _sandbox_banner(cfg: Config, url: str) -> str:
         return (f"\nSandbox ready at {url} (no authentication).\n"
                 f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
     secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
+    hmac = [a for a in cfg.jwt_algorithms if a in auth.HMAC_ALGORITHMS]
+    extra = {}
+    try:  # whoever started the sandbox may do everything its policy names
+        policy = authz.read_policy(cfg.authz_policy)
+    except authz.PolicyError:
+        policy = None
+    if policy is not None:
+        extra[cfg.jwt_roles_claim] = list(policy.roles)
     token = auth.mint(secret, "sandbox-user", SANDBOX_TOKEN_HOURS * 3600,
-                      algorithm=cfg.jwt_algorithms[0])
+                      algorithm=hmac[0] if hmac else "HS256", extra=extra)
     return (f"\nSandbox ready at {url}. A token for it (valid {SANDBOX_TOKEN_HOURS} h):\n"
             f"  export TOKEN={token}\n"
             f"  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST "
@@ -165,6 +203,7 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
 async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None, *,
                  reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
     tls = _tls_context(cfg)
+    memory.setup()
     state = await build_state(cfg)
     app = create_app(state)
     shutdown.install(app)

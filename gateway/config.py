@@ -148,13 +148,61 @@ def _secret(text: str) -> str:
     return text
 
 
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# verified with JWT_JWKS keys only, each with keys of the type it needs
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+_ALGORITHM_NAMES = {a.upper(): a for a in HMAC_ALGORITHMS + ASYMMETRIC_ALGORITHMS}
+
+
 def _algorithms(text: str) -> tuple[str, ...]:
-    names = tuple(n.upper() for n in _names(text))
-    allowed = ("HS256", "HS384", "HS512")
-    bad = [n for n in names if n not in allowed]
+    names = tuple(_ALGORITHM_NAMES.get(n.upper(), n) for n in _names(text))
+    bad = [n for n in names if n not in _ALGORITHM_NAMES.values()]
     if bad or not names:
-        raise ValueError(f"expected some of {', '.join(allowed)} (HMAC only), got {text!r}")
+        raise ValueError(f"expected some of {', '.join(HMAC_ALGORITHMS)} (with JWT_JWKS also "
+                         f"{', '.join(ASYMMETRIC_ALGORITHMS)}), got {text!r}")
     return names
+
+
+def _jwks_source(text: str) -> str:
+    """A JWKS URL (https://, or http:// e.g. on loopback) or a file path."""
+    t = text.strip()
+    if not t:
+        raise ValueError("expected a path or an https:// URL, got an empty value")
+    if "://" in t:
+        from yarl import URL
+
+        url = URL(t)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"expected an https:// or http:// URL with a host, got {text!r}")
+        return t
+    return str(Path(t).expanduser())
+
+
+def _claim_name(text: str) -> str:
+    t = text.strip()
+    if not t:
+        raise ValueError("expected a claim name such as role or realm_access.roles")
+    return t
+
+
+def _audit_target(text: str) -> str:
+    t = text.strip()
+    if not t:
+        raise ValueError("expected a file path, or - for standard output")
+    return t if t == "-" else str(Path(t).expanduser())
+
+
+def _audit_methods(text: str) -> tuple[str, ...]:
+    items = _names(text)
+    if not items:
+        raise ValueError("expected 'mutations', method patterns or -patterns, got nothing")
+    for item in items:
+        pattern = item[1:] if item.startswith("-") else item
+        if pattern != "mutations" and pattern != "*" and "/" not in pattern:
+            raise ValueError(f"{item!r} is not 'mutations' nor a pattern of "
+                             "package.Service/Method such as 'job.*/*' or '*/Kill*'")
+    return items
 
 
 def _claims(text: str) -> tuple[str, ...]:
@@ -279,6 +327,15 @@ OPTIONS: tuple[Option, ...] = (
            1024**3, "largest reply body sent, before compression (502 above)", "SIZE"),
     Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
            "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
+    Option("offload_workers", "OFFLOAD_WORKERS", "--offload-workers", _int_range(0, 64), 1,
+           "processes converting large messages off the event loop, started when first "
+           "needed (0: convert everything in the event loop)", "N"),
+    Option("offload_min_bytes", "OFFLOAD_MIN_BYTES", "--offload-min-bytes", _size, 128 * 1024,
+           "messages this large or larger (reply wire bytes, request JSON bytes) are "
+           "converted by those processes", "SIZE"),
+    Option("offload_idle", "OFFLOAD_IDLE", "--offload-idle", _seconds, 30.0,
+           "seconds a conversion process may stay idle before it exits, giving its memory "
+           "back (0: never)", "DURATION"),
     Option("cuebot_tls", "CUEBOT_TLS", "--cuebot-tls", _bool, False,
            "connect to Cuebot with TLS (implied by --cuebot-tls-ca)", switch=True),
     Option("cuebot_tls_ca", "CUEBOT_TLS_CA", "--cuebot-tls-ca", _path, None,
@@ -296,7 +353,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_secret_file", "JWT_SECRET_FILE", "--jwt-secret-file", _path, None,
            "file of HMAC secrets, one per line, all accepted (for rotation)", "PATH"),
     Option("jwt_algorithms", "JWT_ALGORITHMS", "--jwt-algorithms", _algorithms, ("HS256",),
-           "accepted token algorithms: HS256, HS384, HS512", "ALGS"),
+           "accepted token algorithms: HS256, HS384, HS512 with the secrets; with JWT_JWKS "
+           "also RS256..PS512, ES256..ES512, EdDSA (default with JWT_JWKS: all of those)",
+           "ALGS"),
     Option("jwt_required_claims", "JWT_REQUIRED_CLAIMS", "--jwt-required-claims", _claims,
            ("sub", "exp"), "claims every token must carry ('' for none)", "CLAIMS"),
     Option("jwt_leeway", "JWT_LEEWAY", "--jwt-leeway", _seconds, 30.0,
@@ -305,8 +364,29 @@ OPTIONS: tuple[Option, ...] = (
            "required aud claim, if set", "AUD"),
     Option("jwt_issuer", "JWT_ISSUER", "--jwt-issuer", _text, None,
            "required iss claim, if set", "ISS"),
+    Option("jwt_jwks", "JWT_JWKS", "--jwt-jwks", _jwks_source, None,
+           "public keys of an identity provider (a JWKS document): a file, or an https:// URL "
+           "fetched at start-up", "PATH|URL"),
+    Option("jwt_jwks_refresh", "JWT_JWKS_REFRESH", "--jwt-jwks-refresh", _seconds, 300.0,
+           "seconds between fetches of JWT_JWKS (0: only at start-up, on reload and when an "
+           "unknown kid arrives)", "DURATION"),
+    Option("jwt_roles_claim", "JWT_ROLES_CLAIM", "--jwt-roles-claim", _claim_name, "role",
+           "claim naming the caller's roles: a string or a list of strings (a dotted name "
+           "reaches into objects, e.g. realm_access.roles)", "CLAIM"),
     Option("no_auth", None, "--no-auth", _bool, False,
            "serve without authentication (development only; a loud warning)", switch=True),
+    # -- authorization and audit -------------------------------------------
+    Option("authz_policy", "AUTHZ_POLICY", "--authz-policy", _path, None,
+           "TOML file of the RPC patterns each role may call (default: everything allowed)",
+           "PATH"),
+    Option("authz_default_role", "AUTHZ_DEFAULT_ROLE", "--authz-default-role", _names, (),
+           "role(s) of a caller whose token names none (default: no role)", "ROLES"),
+    Option("audit_log", "AUDIT_LOG", "--audit-log", _audit_target, None,
+           "JSON-lines audit of every mutation and every denial: a file, or - for standard "
+           "output", "PATH"),
+    Option("audit_methods", "AUDIT_METHODS", "--audit-methods", _audit_methods,
+           ("mutations",), "what the audit records: mutations (methods not named Get*, Find*, "
+           "Is*, List*), patterns, -patterns; the last that matches decides", "LIST"),
     # -- rate limits ---------------------------------------------------
     Option("rate_limit_rps", "RATE_LIMIT_RPS", "--rate-limit-rps", _rate, 100.0,
            "requests per second per client (0 turns limiting off)", "RPS"),
@@ -398,6 +478,9 @@ class Config:
     max_request_bytes: int = 8 * 1024**2
     max_response_bytes: int = 1024**3
     gzip_min_bytes: int = 1024
+    offload_workers: int = 1
+    offload_min_bytes: int = 128 * 1024
+    offload_idle: float = 30.0
     cuebot_tls: bool = False
     cuebot_tls_ca: Path | None = None
     cuebot_tls_cert: Path | None = None
@@ -410,7 +493,14 @@ class Config:
     jwt_leeway: float = 30.0
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_jwks: str | None = None
+    jwt_jwks_refresh: float = 300.0
+    jwt_roles_claim: str = "role"
     no_auth: bool = False
+    authz_policy: Path | None = None
+    authz_default_role: tuple[str, ...] = ()
+    audit_log: str | None = None
+    audit_methods: tuple[str, ...] = ("mutations",)
     rate_limit_rps: float = 100.0
     rate_limit_burst: float | None = None
     rate_limit_costs: tuple[tuple[str, float], ...] = ()
@@ -549,8 +639,15 @@ def _checked(values: dict[str, Any]) -> Config:
         raise ConfigError("mutual TLS needs both CUEBOT_TLS_CERT and CUEBOT_TLS_KEY")
     if (values.get("tls_cert_file") is None) != (values.get("tls_key_file") is None):
         raise ConfigError("HTTPS needs both TLS_CERT_FILE and TLS_KEY_FILE")
-    if values.get("no_auth") and (values.get("jwt_secret") or values.get("jwt_secret_file")):
-        raise ConfigError("--no-auth contradicts JWT_SECRET / JWT_SECRET_FILE; choose one")
+    if values.get("no_auth") and (values.get("jwt_secret") or values.get("jwt_secret_file")
+                                  or values.get("jwt_jwks")):
+        raise ConfigError("--no-auth contradicts JWT_SECRET / JWT_SECRET_FILE / JWT_JWKS; "
+                          "choose one")
+    asymmetric = [a for a in values.get("jwt_algorithms") or () if a in ASYMMETRIC_ALGORITHMS]
+    if asymmetric and not values.get("jwt_jwks"):
+        raise ConfigError(f"JWT_ALGORITHMS {', '.join(asymmetric)} needs JWT_JWKS (the "
+                          "identity provider's public keys); without it only HS256, HS384 "
+                          "and HS512 can be verified")
     if values.get("no_auth") and not values.get("dev"):
         raise ConfigError("--no-auth is only allowed with --dev (which serves 127.0.0.1 only)")
     if values.get("dev"):

@@ -42,6 +42,7 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
 CUT_REASONS = ("header_timeout", "body_timeout", "client_limit")
+JWKS_OUTCOMES = ("ok", "unchanged", "failed")
 
 
 class _LiveOnly:
@@ -126,6 +127,17 @@ class Metrics:
             f"{p}_connections_cut", "connections the gateway ended early: header_timeout, "
             "body_timeout (slow clients, 408), client_limit (MAX_CONNECTIONS_PER_CLIENT, 429)",
             ("reason",), registry=own)
+        self.authz_denials = Counter(
+            f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "
+            "(package.Service/Method)", ("method",), registry=own)
+        self.audit_failures = Counter(
+            f"{p}_audit_write_failures", "audit lines that could not be written", registry=own)
+        self.jwks_refreshes = Counter(
+            f"{p}_jwks_refreshes", "fetches of JWT_JWKS after start-up, by outcome: ok (new "
+            "keys), unchanged, failed (the last good keys kept)", ("outcome",), registry=own)
+        self.jwks_keys = Gauge(
+            f"{p}_jwks_keys", "usable keys of JWT_JWKS", registry=own,
+            multiprocess_mode="livemax")
         self.reloads = Counter(
             f"{p}_descriptor_reloads", "descriptor reloads, by outcome", ("outcome",),
             registry=own)
@@ -144,7 +156,11 @@ class Metrics:
             self.rate_limited.labels(reason)
         for reason in CUT_REASONS:
             self.connections_cut.labels(reason)
+        for outcome in JWKS_OUTCOMES:
+            self.jwks_refreshes.labels(outcome)
         self._descriptor_labels: tuple[str, str] | None = None
+        self._request_children: dict[tuple[str, str, int, str], tuple] = {}
+        self._backend_children: dict[tuple[str, str], Histogram] = {}
 
         if multiprocess_dir is None:
             assert own is not None
@@ -160,16 +176,36 @@ class Metrics:
         return cls(os.environ.get(MULTIPROC_ENV) or None)
 
     # -- the request path ------------------------------------------------
+    # ``labels()`` validates and looks its arguments up under a lock on every
+    # call; the label sets are few and fixed (see the module docstring), so
+    # each request resolves its children once, from a dict, and then only
+    # counts. The dicts are bounded by those label sets.
     def observe_request(self, route: str, method: str, status: int, grpc_code: str,
                         seconds: float, bytes_in: int, bytes_out: int) -> None:
-        self.requests.labels(route, method if method in HTTP_METHODS else "other",
-                             str(status), grpc_code).inc()
-        self.request_seconds.labels(route).observe(seconds)
-        self.request_bytes.labels(route).observe(bytes_in)
-        self.response_bytes.labels(route).observe(bytes_out)
+        if method not in HTTP_METHODS:
+            method = "other"  # any token is a method to HTTP: keep the keys bounded
+        key = (route, method, status, grpc_code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status), grpc_code),
+                *self._route_children(route))
+        total, duration, size_in, size_out = children
+        total.inc()
+        duration.observe(seconds)
+        size_in.observe(bytes_in)
+        size_out.observe(bytes_out)
+
+    def _route_children(self, route: str) -> tuple[Histogram, Histogram, Histogram]:
+        return (self.request_seconds.labels(route), self.request_bytes.labels(route),
+                self.response_bytes.labels(route))
 
     def observe_backend(self, route: str, grpc_code: str, seconds: float) -> None:
-        self.backend_seconds.labels(route, grpc_code).observe(seconds)
+        key = (route, grpc_code)
+        child = self._backend_children.get(key)
+        if child is None:
+            child = self._backend_children[key] = self.backend_seconds.labels(route, grpc_code)
+        child.observe(seconds)
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
@@ -182,6 +218,18 @@ class Metrics:
 
     def redis_failure(self) -> None:
         self.redis_failures.inc()
+
+    def authz_denial(self, method: str) -> None:
+        self.authz_denials.labels(method).inc()
+
+    def audit_failure(self) -> None:
+        self.audit_failures.inc()
+
+    def jwks_refresh(self, outcome: str, keys: int) -> None:
+        if outcome not in JWKS_OUTCOMES:
+            raise ValueError(f"JWKS outcome must be one of {', '.join(JWKS_OUTCOMES)}")
+        self.jwks_refreshes.labels(outcome).inc()
+        self.jwks_keys.set(keys)
 
     # -- descriptors ------------------------------------------------------
     def record_reload(self, outcome: str) -> None:

@@ -12,7 +12,11 @@ table serving, and says why in the log, the metrics and the reply of
 Triggers: SIGHUP, ``POST /admin/reload``, a change of the descriptor-set
 file or of the ``.proto`` files on disk (polled), and in reflection mode
 every ``DESCRIPTOR_REFRESH`` seconds. A secrets file (``JWT_SECRET_FILE``)
-is read again on each reload, so a rotated secret needs no restart either.
+and the policy (``AUTHZ_POLICY``) are read again on each reload, so a
+rotated secret or a new rule needs no restart either; if either cannot be
+used, the reload fails and both keep their old value. Each reload also
+reopens the audit log (logrotate sends SIGHUP) and fetches ``JWT_JWKS``
+again (a failed fetch keeps the last good keys and does not fail the reload).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from . import auth, descriptors, errors, openapi
+from . import auth, authz, descriptors, errors, openapi
 from .descriptors import DescriptorError
 from .errors import GatewayError
 from .routes import MethodTable
@@ -119,8 +123,9 @@ class Reloader:
         state = self.state
         old = state.table
         started = time.perf_counter()
+        policy_changed = False
         try:
-            self._refresh_secrets()
+            policy_changed = await self._refresh_access()
             descs = await load_descriptors(state.cfg, state.backend)
             if descs.version == old.version:
                 result = self._result("unchanged", old, old, trigger, started)
@@ -135,7 +140,10 @@ class Reloader:
                 log.info("reloaded descriptors (%s): %s, version %s -> %s: %d services, "
                          "%d methods", trigger, descs.source, old.version, new.version,
                          len(new.services), len(new.routes))
-        except (DescriptorError, ReloadError, auth.AuthConfigError, OSError) as e:
+            if state.access is not None and (policy_changed or state.table is not old):
+                state.access.warn_unmatched(state.table)
+        except (DescriptorError, ReloadError, auth.AuthConfigError, authz.PolicyError,
+                OSError) as e:
             result = self._result("failed", old, old, trigger, started, error=str(e))
             log.warning("reload (%s) failed, still serving version %s: %s", trigger,
                         old.version, e)
@@ -155,15 +163,31 @@ class Reloader:
                             trigger=trigger, error=error,
                             duration_ms=(time.perf_counter() - started) * 1000)
 
-    def _refresh_secrets(self) -> None:
-        cfg = self.state.cfg
-        if cfg.jwt_secret_file is None or self.state.auth is None:
-            return
-        fresh = auth.from_config(cfg)
-        if fresh is not None and fresh.settings.secrets != self.state.auth.settings.secrets:
-            self.state.auth = fresh
+    async def _refresh_access(self) -> bool:
+        """Audit log reopened; secrets, policy and keys read again. True if the policy changed.
+
+        Both files are read before either is swapped in: a bad one changes nothing.
+        """
+        state, cfg = self.state, self.state.cfg
+        if state.access is not None:
+            state.access.reopen()
+        current = state.auth
+        fresh = None
+        if cfg.jwt_secret_file is not None and current is not None:
+            fresh = auth.from_config(cfg, current.keys)
+        policy = authz.read_policy(cfg.authz_policy) if state.access is not None else None
+        if fresh is not None and fresh.settings.secrets != current.settings.secrets:
+            state.auth = fresh  # a new authenticator: tokens verified before are forgotten
             log.info("JWT secrets reloaded from %s (%d accepted)", cfg.jwt_secret_file,
                      len(fresh.settings.secrets))
+        changed = False
+        if state.access is not None and state.access.replace_policy(policy):
+            changed = True
+            log.info("AUTHZ_POLICY reloaded from %s: roles %s", cfg.authz_policy,
+                     ", ".join(policy.roles) if policy else "none")
+        if current is not None and current.keys is not None:
+            await current.keys.refresh("reload")
+        return changed
 
     def _record(self, result: ReloadResult) -> None:
         metrics = getattr(self.state, "metrics", None)
@@ -259,4 +283,6 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_route("*", "/admin/reload", handle_reload)
+    resource = app.router.add_route("*", "/admin/reload", handle_reload).resource
+    # with AUTHZ_POLICY, only a role allowed gateway.Admin/Reload may reload
+    authz.declare(app, resource, authz.per_method({"POST": (authz.ADMIN_RELOAD,)}))

@@ -42,7 +42,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError as WireDecodeError
 from yarl import URL
 
-from . import errors
+from . import authz, errors
 from .errors import GatewayError
 from .routes import MethodTable, Route
 
@@ -63,6 +63,18 @@ RPCS = {
     "kill": "/job.JobInterface/Kill",
     "layers": "/job.JobInterface/GetLayers",
     "hosts": "/host.HostInterface/GetHosts",
+}
+
+# What each operation may call (keys of RPCS): its OpenAPI entry needs them served, and
+# with AUTHZ_POLICY the caller's roles must allow every one of them, checked before any
+# is called (DELETE /api/job/{job_id} needs job.JobInterface/GetJob and .../Kill).
+NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("/api/show", "GET"): ("active_shows",),
+    ("/api/show/{show_id}/job", "GET"): ("find_show", "shows", "jobs"),
+    ("/api/job/{job_id}", "GET"): ("job",),
+    ("/api/job/{job_id}", "DELETE"): ("job", "kill"),
+    ("/api/job/{job_id}/layer", "GET"): ("job", "layers"),
+    ("/api/host", "GET"): ("hosts",),
 }
 
 # app.invoke: (request, route, serialized request) -> serialized reply
@@ -349,18 +361,43 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         r.add_get("/api/host", resources.list_hosts).resource,
     ]
 
+    rules = {}
+    for resource in ours:
+        rule = authz.per_method({verb: tuple(RPCS[key][1:] for key in keys)
+                                 for (url, verb), keys in NEEDS.items()
+                                 if url == resource.canonical})
+        authz.declare(app, resource, rule)
+        rules[resource] = rule
+
+    def repaired(request: web.Request) -> web.Request:
+        """The request with its path as the operation's (itself if already so)."""
+        raw = request.rel_url.raw_path
+        canonical = _canonical(raw)
+        if canonical == raw:
+            return request
+        return request.clone(rel_url=URL.build(
+            path=canonical, query_string=request.rel_url.raw_query_string, encoded=True))
+
+    async def miss_needs(request: web.Request) -> authz.Need | None:
+        """What ``miss`` will call: the needs of the operation a repaired path reaches."""
+        probe = repaired(request)
+        if probe is request:
+            return None
+        for resource in ours:
+            match, _ = await resource.resolve(probe)
+            if match is not None:
+                need = rules[resource](probe)
+                return authz.Need(need.methods, dict(match)) if isinstance(
+                    need, authz.Need) else None
+        return None
+
     async def miss(request: web.Request) -> web.StreamResponse:
         """``/api/show/`` and ``//api/show`` are ``/api/show``; anything else names the spec.
 
         Only these spellings are retried: an empty segment inside the path
         (``/api/show//job``) is a missing parameter, not a typo to repair.
         """
-        raw = request.rel_url.raw_path
-        canonical = _canonical(raw)
-        probe = request
-        if canonical != raw:
-            probe = request.clone(rel_url=URL.build(
-                path=canonical, query_string=request.rel_url.raw_query_string, encoded=True))
+        probe = repaired(request)
         allowed: set[str] = set()
         for resource in ours:
             match, methods = await resource.resolve(probe)
@@ -373,7 +410,8 @@ def add_routes(app: web.Application, resources: Resources) -> None:
         raise errors.not_found(f"no resource at {request.path}; see /openapi.json")
 
     # registered before the RPC catch-all: /api, /api/..., //api/... (not /api.Svc/...)
-    r.add_route("*", "/{lead:/*}api{tail:(/.*)?}", miss)
+    catch_all = r.add_route("*", "/{lead:/*}api{tail:(/.*)?}", miss).resource
+    authz.declare(app, catch_all, miss_needs)
 
 
 # ---------------------------------------------------------------------------
@@ -477,22 +515,22 @@ def api_paths(table: MethodTable) -> dict[str, Any]:
 
     job_id = path("job_id", "job id")
     ops = [
-        ("/api/show", "get", ("active_shows",), op("listShows", "Active shows", "ShowList", [])),
-        ("/api/show/{show_id}/job", "get", ("find_show", "shows", "jobs"), op(
+        ("/api/show", "get", op("listShows", "Active shows", "ShowList", [])),
+        ("/api/show/{show_id}/job", "get", op(
             "listJobs", "Pending, running and finished jobs of a show", "JobList",
             [path("show_id", "show id or name"), state(JOB_STATES)], "Show not found")),
-        ("/api/job/{job_id}", "get", ("job",),
+        ("/api/job/{job_id}", "get",
          op("getJob", "One job", "Job", [job_id], "Job not found")),
-        ("/api/job/{job_id}", "delete", ("job", "kill"),
+        ("/api/job/{job_id}", "delete",
          op("killJob", "Kill a job (the reason names the caller)", "SuccessResponse",
             [job_id], "Job not found")),
-        ("/api/job/{job_id}/layer", "get", ("job", "layers"),
+        ("/api/job/{job_id}/layer", "get",
          op("listLayers", "Layers of a job", "LayerList", [job_id], "Job not found")),
-        ("/api/host", "get", ("hosts",),
+        ("/api/host", "get",
          op("listHosts", "Render hosts", "HostList", [state(HOST_STATES)])),
     ]
     out: dict[str, Any] = {}
-    for url, verb, needs, operation in ops:
-        if all(key in have for key in needs):
+    for url, verb, operation in ops:
+        if all(key in have for key in NEEDS[(url, verb.upper())]):
             out.setdefault(url, {})[verb] = operation
     return out

@@ -65,6 +65,7 @@ class MethodTable:
         self._streaming = streaming  # paths of methods that are not unary
         self._packages = descriptors.packages
         self.version = descriptors.version
+        self._descriptor_set: bytes | None = None
 
     @classmethod
     def build(cls, descriptors: Descriptors, call_factory: CallFactory,
@@ -97,6 +98,13 @@ class MethodTable:
             if counts.get(s.rpartition(".")[2]) == 1
         }
         return cls(descriptors, transcoder, routes, bare, hidden, frozenset(streaming))
+
+    @property
+    def descriptor_set(self) -> bytes:
+        """The descriptors as a FileDescriptorSet, for conversion processes (made once)."""
+        if self._descriptor_set is None:
+            self._descriptor_set = self.descriptors.serialized()
+        return self._descriptor_set
 
     # -- per request ----------------------------------------------------
     def lookup(self, path: str) -> Route | None:

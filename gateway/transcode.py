@@ -557,19 +557,24 @@ class Transcoder:
 
     # -- public ---------------------------------------------------------
     def codec(self, desc: Descriptor) -> "MessageCodec":
+        """The codec of ``desc``; its converters are compiled when first used.
+
+        A method table names hundreds of message types, most of which a
+        given gateway never converts: compiling them all at load would cost
+        a quarter of a second and several MB for nothing.
+        """
         c = self._codecs.get(desc.full_name)
         if c is None:
-            self._compile(desc)
-            c = MessageCodec(
-                desc,
-                message_factory.GetMessageClass(desc),
-                self._ns["e_" + _ident(desc.full_name)],
-                self._ns["d_" + _ident(desc.full_name)],
-                self._ns["v_" + _ident(desc.full_name)],
-                self._keys,
-            )
-            self._codecs[desc.full_name] = c
+            c = self._codecs[desc.full_name] = MessageCodec(
+                desc, message_factory.GetMessageClass(desc), self)
         return c
+
+    def functions(self, desc: Descriptor) -> tuple[Callable, Callable, Callable]:
+        """The encoder, fast decoder and strict decoder of ``desc``, compiled if need be."""
+        name = _ident(desc.full_name)
+        if "e_" + name not in self._ns:
+            self._compile(desc)
+        return self._ns["e_" + name], self._ns["d_" + name], self._ns["v_" + name]
 
     @property
     def message_types(self) -> int:
@@ -940,18 +945,33 @@ class Transcoder:
 class MessageCodec:
     """Both directions for one message type; the per-request entry points."""
 
-    __slots__ = ("descriptor", "full_name", "cls", "_enc", "_dec", "_strict", "_keys")
+    __slots__ = ("descriptor", "full_name", "cls", "_transcoder", "_enc", "_dec", "_strict",
+                 "_keys")
 
     def __init__(self, descriptor: Descriptor, cls: type[Message],
-                 enc: Callable[[Message], dict], dec: Callable[[Any], dict],
-                 strict: Callable[[Any], dict], keys: list[int] | None = None) -> None:
+                 transcoder: Transcoder) -> None:
         self.descriptor = descriptor
         self.full_name = descriptor.full_name
         self.cls = cls
-        self._enc = enc
-        self._dec = dec
-        self._strict = strict
-        self._keys = keys if keys is not None else [0]  # the decoders' key count
+        self._transcoder = transcoder
+        self._keys = transcoder._keys  # JSON object keys its decoders have seen
+        # first use compiles, then these are the generated functions themselves
+        self._enc: Callable[[Message], dict] = self._first_enc
+        self._dec: Callable[[Any], dict] = self._first_dec
+        self._strict: Callable[[Any], dict] = self._first_strict
+
+    def compile(self) -> "MessageCodec":
+        self._enc, self._dec, self._strict = self._transcoder.functions(self.descriptor)
+        return self
+
+    def _first_enc(self, msg: Message) -> dict:
+        return self.compile()._enc(msg)
+
+    def _first_dec(self, obj: Any) -> dict:
+        return self.compile()._dec(obj)
+
+    def _first_strict(self, obj: Any) -> dict:
+        return self.compile()._strict(obj)
 
     # wire -> JSON
     def to_obj(self, msg: Message) -> dict:

@@ -234,7 +234,7 @@ ACCEPTED = [
     ("HS384 when enabled", sign(good_claims(), SECRET, "HS384"),
      {"jwt_algorithms": ("HS256", "HS384")}),
     ("HS512 when enabled", sign(good_claims(), SECRET, "HS512"), {"jwt_algorithms": ("HS512",)}),
-    ("Go tests' user token, exp required only", sign({"user": "tester", "exp": NOW + 60}),
+    ("Go tests' user token, exp required only", sign({"user": "tester", "exp": NOW + 3600}),
      {"jwt_required_claims": ("exp",)}),
     ("audience and issuer", sign(good_claims(aud="opencue", iss="studio-sso")),
      {"jwt_audience": "opencue", "jwt_issuer": "studio-sso"}),

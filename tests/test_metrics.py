@@ -340,6 +340,13 @@ async def test_workers_metrics_are_summed_over_processes(tmp_path: Path,
             assert value(found, "opencue_gateway_descriptor_reloads_total", outcome="ok") == 1
             same = await _scrape_url(session, b.url)
             assert value(same, REQ, route=GET_SHOWS) == 9
+            # b counts its scrape out just after sending it: wait for that
+            # before killing b, or b's file keeps it in flight for good
+            for _ in range(200):
+                found = await _scrape_url(session, a.url)
+                if value(found, "opencue_gateway_requests_in_flight") == 2:
+                    break
+                await asyncio.sleep(0.01)
 
             # b dies with a request in flight; the supervisor marks it dead
             b.proc.send_signal(signal.SIGKILL)

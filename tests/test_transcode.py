@@ -467,3 +467,22 @@ def test_random_messages_agree_with_json_format(codecs, type_name):
         _normalise(ours, theirs, m.DESCRIPTOR)
         assert c.cls.FromString(c.from_json(c.to_json(m.SerializeToString()))) == m \
             or any(isinstance(v, float) and math.isnan(v) for v in ours.values())
+
+
+def test_converters_are_compiled_on_first_use(bundled) -> None:
+    """A method table names hundreds of types; only those used cost memory."""
+    from gateway.routes import MethodTable
+
+    async def never(*_a, **_k) -> bytes:
+        raise AssertionError
+
+    table = MethodTable.build(bundled, lambda path: never)
+    assert table.transcoder.message_types == 0
+    route = table.lookup("/show.ShowInterface/GetShows")
+    assert route.request.from_json(b"{}") == b""
+    compiled = table.transcoder.message_types
+    assert 0 < compiled < 10  # the request type and what it contains
+    from support import vector_bytes
+
+    assert route.response.to_json(vector_bytes("show1.binpb")) == vector_bytes("show1.go.json")
+    assert table.transcoder.message_types > compiled

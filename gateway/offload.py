@@ -1,0 +1,276 @@
+"""Large conversions in worker processes, so that no request holds the event loop.
+
+Encoding a 10,000-frame reply is tens of milliseconds of pure Python; done
+on the event loop, every other request waits that long. Messages of
+``OFFLOAD_MIN_BYTES`` or more (wire bytes of a reply, JSON bytes of a
+request) are converted instead by ``OFFLOAD_WORKERS`` child processes
+(``offload_worker.py``), on the cores the event loop does not use; smaller
+ones stay inline, where a round trip to another process would cost more
+than the conversion. The output is the same function's, byte for byte.
+
+Workers start on the first large message (a gateway that never sees one
+never pays for them), load each descriptor version they are asked about
+once, and exit after ``OFFLOAD_IDLE`` seconds without work, which gives the
+memory a large conversion used back to the system. A worker that dies is
+replaced and its task tried once more on the new one; a second death is the
+request's 502, never a hang.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import memory
+from . import offload_worker as proto
+from .transcode import DecodeError, EncodeError
+
+if TYPE_CHECKING:
+    from .routes import MethodTable
+    from .transcode import MessageCodec
+
+log = logging.getLogger("gateway.offload")
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class WorkerDied(Exception):
+    """The conversion process ended with tasks outstanding."""
+
+
+class _Worker:
+    """One child process and the tasks it owes answers to, in order."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
+        self.loaded: set[str] = set()
+        self.last_used = time.monotonic()
+        self.alive = True
+        self._ids = (n & 0xFFFFFFFF for n in itertools.count(1))
+        self.reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls) -> "_Worker":
+        env = dict(os.environ)
+        path = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.offload_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            limit=proto.PIPE_BYTES)  # read answers in pipe-sized pieces
+        log.debug("conversion worker %d started", proc.pid)
+        return cls(proc)
+
+    async def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                head = await out.readexactly(proto.ANSWER.size)
+                task_id, status, size = proto.ANSWER.unpack(head)
+                payload = await out.readexactly(size) if size else b""
+                fut = self.pending.pop(task_id, None)
+                if fut is None:  # a descriptor load's answer
+                    if status != proto.OK:
+                        log.error("conversion worker %d could not load descriptors: %s",
+                                  self.proc.pid, payload.decode(errors="replace"))
+                elif not fut.done():
+                    fut.set_result((status, payload))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._died()
+
+    def _died(self) -> None:
+        self.alive = False
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerDied())
+        self.pending.clear()
+
+    def send(self, op: int, task_id: int, version: str, name: str, payload: bytes) -> None:
+        v, n = version.encode(), name.encode()
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(proto.TASK.pack(op, task_id, len(v), len(n), len(payload)) + v + n)
+        stdin.write(payload)
+
+    async def call(self, op: int, version: str, name: str, payload: bytes,
+                   descriptor_set: bytes) -> tuple[int, bytes]:
+        if not self.alive:
+            raise WorkerDied()
+        if version not in self.loaded:
+            # answered before the task, in order; nobody waits for this answer
+            # (the reader drops it), and a failed load fails the task after it
+            self.send(proto.LOAD, next(self._ids), version, "", descriptor_set)
+            self.loaded.add(version)
+        task_id = next(self._ids)
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
+        self.pending[task_id] = fut
+        self.last_used = time.monotonic()
+        try:
+            self.send(op, task_id, version, name, payload)
+            stdin = self.proc.stdin
+            assert stdin is not None
+            await stdin.drain()
+        except (ConnectionError, RuntimeError):
+            self._died()
+        try:
+            return await fut
+        finally:
+            self.last_used = time.monotonic()
+
+    async def close(self, grace: float = 2.0) -> None:
+        self.alive = False
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), grace)
+        except asyncio.TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self.reader
+
+
+class Offloader:
+    """Converts messages, inline or in a worker process by size."""
+
+    def __init__(self, workers: int, min_bytes: int, idle: float) -> None:
+        self.workers = workers
+        self.min_bytes = min_bytes
+        self.idle = idle
+        self._pool: list[_Worker] = []
+        self._starting: set[asyncio.Future[_Worker]] = set()
+        self._warned_at = -60.0
+        self._reaper: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def offloads(self, size: int) -> bool:
+        """Whether a message of ``size`` bytes goes to a worker."""
+        return self.workers > 0 and size >= self.min_bytes and not self._closed
+
+    # -- the two directions ------------------------------------------------
+    async def to_json(self, table: "MethodTable", codec: "MessageCodec", wire: bytes) -> bytes:
+        """``codec.to_json(wire)``, off the event loop when ``wire`` is large."""
+        if not self.offloads(len(wire)):
+            return codec.to_json(wire)
+        answer = await self._run(proto.ENCODE, table, codec.full_name, wire)
+        if answer is None:
+            return codec.to_json(wire)
+        status, out = answer
+        if status == proto.OK:
+            return out
+        raise EncodeError(out.decode(errors="replace"))
+
+    async def from_json(self, table: "MethodTable", codec: "MessageCodec", body: bytes) -> bytes:
+        """``codec.from_json(body)``, off the event loop when ``body`` is large."""
+        if not self.offloads(len(body)):
+            return codec.from_json(body)
+        answer = await self._run(proto.DECODE, table, codec.full_name, body)
+        if answer is None:
+            return codec.from_json(body)
+        status, out = answer
+        if status == proto.OK:
+            return out
+        if status == proto.DECODE_ERROR:
+            raise DecodeError(out.decode(errors="replace"))
+        raise EncodeError(out.decode(errors="replace"))
+
+    async def _run(self, op: int, table: "MethodTable", name: str,
+                   payload: bytes) -> tuple[int, bytes] | None:
+        """The worker's answer, or None when no worker can be started (convert inline)."""
+        for attempt in (1, 2):
+            try:
+                worker = await self._worker()
+            except OSError as e:
+                self._cannot_start(e)
+                return None
+            try:
+                return await worker.call(op, table.version, name, payload,
+                                         table.descriptor_set)
+            except WorkerDied:
+                log.error("conversion worker %d died (exit %s) converting %s%s",
+                          worker.proc.pid, worker.proc.returncode, name,
+                          "; trying once more" if attempt == 1 else "")
+                self._drop(worker)
+        raise EncodeError(f"converting {name} failed: the conversion process died twice")
+
+    def _cannot_start(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 60:
+            self._warned_at = now
+            log.error("cannot start a conversion process (%s); converting large messages "
+                      "in the event loop meanwhile", exc)
+
+    # -- the pool ------------------------------------------------------------
+    async def _worker(self) -> _Worker:
+        """An idle worker, a new one while fewer than ``workers`` run, else the least busy."""
+        self._pool = [w for w in self._pool if w.alive]
+        for w in self._pool:
+            if not w.pending:
+                return w
+        if len(self._pool) + len(self._starting) < self.workers:
+            task = asyncio.ensure_future(_Worker.start())
+            self._starting.add(task)
+            task.add_done_callback(self._started)
+        elif self._pool:
+            return min(self._pool, key=lambda w: len(w.pending))  # queue behind it
+        else:
+            task = next(iter(self._starting))
+        worker = await asyncio.shield(task)  # a caller that leaves does not stop a start
+        if not worker.alive:
+            raise OSError("the new conversion process exited at once")
+        return worker
+
+    def _started(self, task: "asyncio.Future[_Worker]") -> None:
+        self._starting.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            return  # the callers awaiting it see the exception
+        if self._closed:
+            return  # close() stops it
+        self._pool.append(task.result())
+        self._schedule_reaper()
+
+    def _drop(self, worker: _Worker) -> None:
+        if worker in self._pool:
+            self._pool.remove(worker)
+        asyncio.ensure_future(worker.close(0.5))
+
+    def _schedule_reaper(self) -> None:
+        if self._reaper is None and self.idle > 0:
+            self._reaper = asyncio.get_running_loop().call_later(self.idle / 4, self._reap)
+
+    def _reap(self) -> None:
+        """Let workers idle for ``idle`` seconds go: their memory returns to the system."""
+        self._reaper = None
+        now = time.monotonic()
+        for w in list(self._pool):
+            if not w.pending and now - w.last_used >= self.idle:
+                log.debug("conversion worker %d idle for %.0f s: stopping it", w.proc.pid,
+                          now - w.last_used)
+                self._drop(w)
+        if self._pool:
+            self._schedule_reaper()
+        else:
+            memory.trim()
+
+    @property
+    def running(self) -> int:
+        return sum(1 for w in self._pool if w.alive)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        starting = await asyncio.gather(*self._starting, return_exceptions=True)
+        pool = self._pool + [w for w in starting if isinstance(w, _Worker)]
+        self._pool = []
+        await asyncio.gather(*(w.close() for w in pool), return_exceptions=True)
