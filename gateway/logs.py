@@ -44,6 +44,27 @@ def escape(text: str) -> str:
     return _CONTROL.sub(_escaped, text)
 
 
+# in a JSON text, what JSON itself leaves raw and some readers still break lines at
+# or show as controls: DEL, C1 controls (NEL among them), U+2028/2029, bidi overrides
+_JSON_RAW = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _json_escaped(m: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(m.group().decode())
+
+
+def json_line_safe(line: bytes) -> bytes:
+    """A JSON text (orjson's) with those characters written as ``\\uXXXX``: same value.
+
+    For lines that must keep values exactly (the audit trail): the JSON
+    decodes to what was sent, and no reader splitting lines on NEL or U+2028
+    sees a line end inside it.
+    """
+    if line.isascii() and b"\x7f" not in line:
+        return line
+    return _JSON_RAW.sub(_json_escaped, line)
+
+
 # the access fields a client can put text into (the rest are ours or validated)
 _CLIENT_TEXT = ("user", "path", "client", "method", "request_id")
 

@@ -1,5 +1,8 @@
 """Log lines cannot be forged: every value a client chooses is escaped, in text and JSON.
 
+The audit trail (``AUDIT_LOG``) is a log too: its lines are split as Python's
+``str.splitlines`` does (on NEL and U+2028 as well) and each must be one whole record.
+
 A real ``python -m gateway`` in each log format, fed control characters in
 every client-chosen value that reaches a log line: the token's subject (in
 the access line and in the ``gateway.reload`` line of ``POST
@@ -70,17 +73,39 @@ def _check_json(output: str) -> None:
                     (key, value)
 
 
+async def _hostile_audited_calls(gw: GatewayProcess) -> int:
+    """Kills whose subject, path and targets carry each hostile character: audit lines."""
+    for i, c in enumerate(HOSTILE):
+        auth = {"Authorization": f"Bearer {token(f'user{i}{c}{FORGED}')}"}
+        body = json.dumps({"job": {"id": f"job{i}{c}{FORGED}", "name": f"n{c}x"}})
+        status, _h, _b = await raw_request(gw.port, "POST", "/job.JobInterface/Kill",
+                                           body.encode(), headers=auth, authorized=False)
+        assert status == 200
+    return len(HOSTILE)
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
-async def test_client_values_cannot_forge_log_lines(fmt: str) -> None:
+async def test_client_values_cannot_forge_log_lines(fmt: str, tmp_path: Any) -> None:
     cuebot = await RecordingCuebot().start()
+    audit = tmp_path / "audit.jsonl"
     gw = GatewayProcess("--dev", env={"CUEBOT_ENDPOINT": cuebot.endpoint, "LOG_FORMAT": fmt,
-                                      "TRUSTED_PROXIES": "127.0.0.1", "RATE_LIMIT_RPS": "0"})
+                                      "TRUSTED_PROXIES": "127.0.0.1", "RATE_LIMIT_RPS": "0",
+                                      "AUDIT_LOG": str(audit)})
     try:
         await asyncio.to_thread(gw.wait_ready)
         await _hostile_requests(gw)
+        audited = await _hostile_audited_calls(gw)
     finally:
         code = await asyncio.to_thread(gw.stop)
         await cuebot.stop()
+    # the audit trail: one JSON line per call, whatever a reader splits lines on; its
+    # values are kept exactly (JSON-escaped), so the forged text is there, but inside a line
+    lines = audit.read_text().splitlines()
+    assert len(lines) == audited, lines
+    for line in lines:
+        assert not _RAW.search(line) and "\r" not in line, repr(line)
+        entry = json.loads(line)
+        assert FORGED in entry["user"] and FORGED in entry["targets"][0]["id"]
     assert code == 0, gw.output
     output = gw.output
     assert output.count("reload (POST /admin/reload by user") == len(HOSTILE), output[-3000:]
