@@ -46,6 +46,39 @@ from .ratelimit import Network
 log = logging.getLogger("gateway.connections")
 
 LOG_EVERY = 10.0  # seconds between two log lines about the same address and reason
+LINGER = 1.0      # seconds a cut connection is still read (and discarded) after its reply
+
+
+class _Lingering:
+    """A transport whose ``close`` sends the reply's end (FIN) and reads on for a moment.
+
+    Closing a socket while the client is still sending makes the kernel answer
+    with a reset, which can destroy the 408 or 429 just written before the
+    client reads it. Half-closing first delivers the reply; what the client
+    sends after it is discarded (the handler ignores data once closing) until
+    the client closes too or LINGER passes.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        t = self._transport
+        if t.is_closing():
+            return
+        try:
+            if not t.can_write_eof():  # TLS: no half-close
+                t.close()
+                return
+            t.write_eof()
+        except (OSError, RuntimeError):
+            t.close()
+            return
+        self._loop.call_later(LINGER, t.close)
 
 
 @dataclass
@@ -130,11 +163,10 @@ class GuardedHandler(RequestHandler):
         if not guard.admit(address):
             guard.note("client_limit", address, "refusing connections from %s: it holds "
                        "MAX_CONNECTIONS_PER_CLIENT (%d) already", guard.max_per_client)
-            transport.write(_raw_reply(  # type: ignore[attr-defined]
+            self._answer_and_close(_raw_reply(
                 429, errors.RESOURCE_EXHAUSTED,
                 f"too many connections from your address (MAX_CONNECTIONS_PER_CLIENT is "
                 f"{guard.max_per_client}); reuse the ones you have", "Retry-After: 1\r\n"))
-            self.force_close()
             return
         if address is not None and guard.max_per_client > 0 and not guard._exempt(address):
             self._counted = address
@@ -209,10 +241,11 @@ class GuardedHandler(RequestHandler):
             self.close()  # a reply is being made here: the connection ends after it
             return
         if self._head_bytes:
-            self.transport.write(_raw_reply(  # type: ignore[attr-defined]
+            self._answer_and_close(_raw_reply(
                 408, errors.DEADLINE_EXCEEDED,
                 f"request head not received within {guard.header_timeout:g} s"))
-        self.force_close()
+        else:
+            self.force_close()
 
     # -- the body --------------------------------------------------------------------
     def _arm_body(self, payload: Any) -> None:
@@ -236,13 +269,31 @@ class GuardedHandler(RequestHandler):
         guard.note("body_timeout", self._peer_address(), "cutting a request from %s: body "
                    "not received within BODY_TIMEOUT (%g s)", guard.body_timeout)
         if self._request_in_progress:
-            # the handler reading it answers 408; no lingering for the rest of the body,
-            # and the connection closes after the reply
+            # the handler reading it answers 408, and the connection closes after the
+            # reply, lingering (aiohttp's own lingering would read the failed body)
             self._lingering_time = 0.0
             payload.set_exception(BodyTimeout(guard.body_timeout))
+            self._linger()
             self.close()
         else:
             self.force_close()
+
+    # -- closing after a reply of our own ----------------------------------------------
+    def _linger(self) -> None:
+        """From now on, closing this connection half-closes it first (see ``_Lingering``)."""
+        t = self.transport
+        if t is not None and not isinstance(t, _Lingering):
+            self.transport = _Lingering(t, self._loop)  # type: ignore[assignment]
+
+    def _answer_and_close(self, reply: bytes) -> None:
+        """Write a complete reply made here (no request object) and end the connection."""
+        t = self.transport
+        if t is None:
+            return
+        t.write(reply)  # type: ignore[attr-defined]
+        self._linger()
+        self.close()  # handle no more of what arrives; stop waiting for a request
+        self.transport.close()
 
     def _peer_address(self) -> str | None:
         peer = self.peername

@@ -61,15 +61,18 @@ async def _cut(gw: GatewayProcess, reason: str) -> float:
     return value(samples(data.partition(b"\r\n\r\n")[2].decode()), CUT, reason=reason)
 
 
-async def test_headers_trickled_a_byte_at_a_time_get_408(gw: GatewayProcess) -> None:
+@pytest.mark.parametrize("every", [0.2, 0.01], ids=["slow", "steady"])
+async def test_headers_trickled_a_byte_at_a_time_get_408(gw: GatewayProcess,
+                                                         every: float) -> None:
+    """Also while bytes keep coming: the 408 must not be lost to a reset on close."""
     before = await _cut(gw, "header_timeout")
     reader, writer = await _open(gw.port)
-    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 1000
 
     async def trickle() -> None:
         for i in range(len(head)):
             writer.write(head[i:i + 1])
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(every)
 
     sender = asyncio.ensure_future(trickle())
     try:
@@ -96,12 +99,12 @@ async def test_body_trickled_a_byte_at_a_time_gets_408_and_frees_the_handler(
     before = await _cut(gw, "body_timeout")
     reader, writer = await _open(gw.port)
     writer.write(f"POST /show.ShowInterface/FindShow HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: Bearer {token()}\r\nContent-Length: 1000\r\n\r\n".encode())
+                 f"Authorization: Bearer {token()}\r\nContent-Length: 100000\r\n\r\n".encode())
 
     async def trickle() -> None:
         for _ in range(1000):
             writer.write(b" ")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.01)
 
     sender = asyncio.ensure_future(trickle())
     try:
