@@ -1040,12 +1040,11 @@ class MessageCodec:
         keys[0] = 0
         try:
             msg = self.cls(**self._dec(obj))
-        except Exception:  # noqa: BLE001 - refused or in doubt: the precise path decides
-            msg = None
-        if msg is not None:
             colons = body.count(b":")
             if keys[0] == colons or _same_colons(obj, body, colons):
-                return self._wire(msg)
+                return msg.SerializeToString()
+        except Exception:  # noqa: BLE001 - refused or in doubt: the precise path decides
+            pass
         with _deep_enough():
             return self._wire(self._checked(_precise_loads(body)))
 
