@@ -6,7 +6,8 @@ access line) ->
 ``cors`` (preflights answered here) -> ``guard`` (token, then what the
 caller's roles allow (``authz``), then the client's rate limit) ->
 ``handle_rpc``: method table lookup ->
-``MessageCodec.from_json`` -> ``Route.call`` (Cuebot) ->
+``MessageCodec.from_json`` -> ``invoke`` -> ``Protector.call`` (circuit
+breaker, cap, coalescing: ``protect.py``) -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it.
 """
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
-import grpc
 from aiohttp import web
 
 from . import cors as cors_mod
@@ -35,6 +35,7 @@ from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED, Metrics
 from .offload import Offloader
+from .protect import Protector
 from .ratelimit import Network, RateLimiter, client_address, rate_limited
 from .routes import MethodTable, Route
 from .transcode import DecodeError, EncodeError
@@ -62,6 +63,7 @@ class GatewayState:
     reloader: "reload.Reloader | None" = None      # made by create_app
     readiness: "health.Readiness | None" = None    # made by create_app
     offload: Offloader | None = None               # made by create_app
+    protect: "Protector | None" = None             # made by create_app
     draining: bool = False                         # shutting down: /readyz says 503
 
 
@@ -419,9 +421,10 @@ def caller(request: web.Request) -> str:
 
 
 async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
-    """Call Cuebot for ``request``: its deadline and metadata, failures mapped to HTTP.
+    """Call Cuebot for ``request``, with its deadline and metadata; failures as GatewayError.
 
-    The one way to reach the backend, for the RPC routes and the /api ones alike.
+    The one way to reach the backend, for the RPC routes and the /api ones
+    alike; ``protect.py`` decides whether the call is made, shared or refused.
     """
     state = request.app[STATE]
     access = state.access
@@ -431,20 +434,20 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     started = time.perf_counter()
     code = "UNKNOWN"
     try:
-        reply = await route.call(data, timeout=timeout, metadata=metadata)
+        answer = await state.protect.call(route, data, timeout, metadata)
         code = "OK"
-        return reply
-    except grpc.aio.AioRpcError as e:
-        code = errors.status_name(e.code())
-        raise errors.from_rpc_error(e, state.backend.max_recv_mb) from None
+    except GatewayError as e:
+        code = errors.code_name(e.code)
+        raise
     except asyncio.CancelledError:
         code = "CANCELLED"
         raise
     finally:
-        seconds = time.perf_counter() - started
-        state.metrics.observe_backend(route.path, code, seconds)
-        if access is not None:
-            access.after_call(request, route, data, code, seconds)  # the audit line
+        if access is not None:  # the audit line
+            access.after_call(request, route, data, code, time.perf_counter() - started)
+    if answer.headers:
+        request[REPLY_HEADERS].update(answer.headers)
+    return answer.reply
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
@@ -501,6 +504,8 @@ def create_app(state: GatewayState) -> web.Application:
     if state.offload is None:
         cfg = state.cfg
         state.offload = Offloader(cfg.offload_workers, cfg.offload_min_bytes, cfg.offload_idle)
+    if state.protect is None:
+        state.protect = Protector(state.cfg, state.backend, state.metrics)
 
     def table_of(request: web.Request) -> MethodTable:
         """The table a request uses, read once; its version goes in the reply."""

@@ -63,6 +63,22 @@ def channel_credentials(cfg: Config) -> grpc.ChannelCredentials | None:
                                         certificate_chain=cert)
 
 
+def reconnect_options(cfg: Config) -> list[tuple[str, object]]:
+    """With the circuit breaker on, retry connecting to a down Cuebot at least twice per cooldown.
+
+    gRPC's own back-off grows to two minutes, so a Cuebot back after a long
+    outage could wait that long for the gateway to notice; the breaker's
+    probe can only succeed once the channel has reconnected. A connection
+    attempt every second or so costs nothing. Without the breaker, gRPC's
+    defaults stand.
+    """
+    if cfg.breaker_failures <= 0:
+        return []
+    most = max(100, int(cfg.breaker_cooldown * 1000 / 2))
+    return [("grpc.max_reconnect_backoff_ms", most),
+            ("grpc.initial_reconnect_backoff_ms", min(1000, most))]
+
+
 class Backend:
     """Cuebot, as the rest of the gateway sees it."""
 
@@ -75,6 +91,7 @@ class Backend:
             ("grpc.max_send_message_length", -1),
             ("grpc.primary_user_agent", "opencue-gateway"),
         ]
+        options.extend(reconnect_options(cfg))
         if cfg.cuebot_tls_server_name:
             options.append(("grpc.ssl_target_name_override", cfg.cuebot_tls_server_name))
         creds = channel_credentials(cfg)
@@ -91,6 +108,10 @@ class Backend:
         """
         return self.channel.unary_unary(path, request_serializer=None,
                                         response_deserializer=None)
+
+    def connected(self) -> bool:
+        """Whether the channel has a live connection to Cuebot now (it does not try to make one)."""
+        return self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
 
     async def close(self) -> None:
         await self.channel.close()

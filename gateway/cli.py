@@ -13,11 +13,11 @@ import secrets
 import signal
 import ssl
 import sys
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from aiohttp import web
 
-from . import audit, auth, authz, jwks, memory, reload, shutdown
+from . import audit, auth, authz, memory, reload, shutdown
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -30,6 +30,9 @@ from .metrics import Metrics
 from .ratelimit import RateLimiter, parse_networks
 from .server import GatewayRunner
 
+if TYPE_CHECKING:
+    from . import jwks
+
 log = logging.getLogger("gateway")
 
 
@@ -41,7 +44,7 @@ def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> N
     logs.setup(level, fmt, worker)
 
 
-def _guards(cfg: Config, keys: jwks.KeySet | None, metrics: Metrics) -> dict[str, object]:
+def _guards(cfg: Config, keys: "jwks.KeySet | None", metrics: Metrics) -> dict[str, object]:
     """Authentication, authorization and audit, rate limits, CORS and proxies, as asked."""
     try:
         authenticator = auth.from_config(cfg, keys)
@@ -87,10 +90,14 @@ async def build_state(cfg: Config) -> GatewayState:
         metrics = Metrics.for_process()
     except ValueError as e:
         raise StartupError(str(e)) from None
-    try:
-        keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
-    except jwks.JwksError as e:
-        raise StartupError(str(e)) from None
+    keys = None
+    if cfg.jwt_jwks:
+        from . import jwks  # asymmetric keys: cryptography, loaded only when needed
+
+        try:
+            keys = await jwks.from_config(cfg.jwt_jwks, cfg.jwt_jwks_refresh)
+        except jwks.JwksError as e:
+            raise StartupError(str(e)) from None
     if keys is not None:
         keys.on_refresh = metrics.jwks_refresh
         metrics.jwks_keys.set(len(keys))
@@ -141,7 +148,8 @@ async def start_sandbox(cfg: Config) -> tuple[Config, object]:
 
         sb = await sandbox_server.start(
             cfg.sandbox_db, demo=not cfg.empty, dispatch=not cfg.no_dispatch,
-            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate))
+            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate),
+            log_root=cfg.log_root)
     except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
         raise StartupError(f"sandbox: {e}") from None
     changes: dict[str, object] = {"cuebot_endpoint": sb.endpoint}

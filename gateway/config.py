@@ -265,6 +265,18 @@ def _origins(text: str) -> tuple[str, ...]:
     return items
 
 
+def _method_patterns(text: str) -> tuple[str, ...]:
+    """``package.Service/Method`` patterns (``*`` wildcards), ``!`` in front to exclude."""
+    items = _names(text)
+    for item in items:
+        body = item[1:] if item.startswith("!") else item
+        if "/" not in body.lstrip("/") or any(c.isspace() for c in body):
+            raise ValueError(f"expected patterns such as 'job.JobInterface/GetJobs', "
+                             f"'host.HostInterface/*' or '!show.ShowInterface/GetX', "
+                             f"got {item!r}")
+    return items
+
+
 def _seconds(text: str) -> float:
     """A duration where zero (0, 0s, 0.0) means "off"."""
     m = _DURATION.match(text)
@@ -426,6 +438,31 @@ OPTIONS: tuple[Option, ...] = (
            "--max-connections-per-client", _int_range(0, 1_000_000), 256,
            "open connections one client address may hold; more are refused with 429 "
            "(0: no cap; TRUSTED_PROXIES are exempt)", "N"),
+    # -- protecting Cuebot ---------------------------------------------
+    Option("coalesce_reads", "COALESCE_READS", "--coalesce-reads", _bool, True,
+           "identical reads in flight at once share one Cuebot call (false: each makes its "
+           "own)", "BOOL"),
+    Option("coalesce_methods", "COALESCE_METHODS", "--coalesce-methods", _method_patterns, (),
+           "methods that are reads besides Get*, Find*, Is*, List*, e.g. "
+           "'job.JobInterface/*Stats'; '!PATTERN' makes a method a write", "PATTERNS"),
+    Option("read_cache_ms", "READ_CACHE_MS", "--read-cache-ms", _int_range(0, 600_000), 0,
+           "serve a read's reply to identical reads for this many milliseconds after it "
+           "arrived (0: off); every write through this gateway empties it", "MS"),
+    Option("read_cache_max_bytes", "READ_CACHE_MAX_BYTES", "--read-cache-max-bytes", _size,
+           64 * 1024**2, "memory the read cache may hold (oldest replies go first)", "SIZE"),
+    Option("backend_max_in_flight", "BACKEND_MAX_IN_FLIGHT", "--backend-max-in-flight",
+           _int_range(1, 1_000_000), 256,
+           "Cuebot calls in flight at once; more wait in a queue", "N"),
+    Option("backend_max_queue", "BACKEND_MAX_QUEUE", "--backend-max-queue",
+           _int_range(0, 1_000_000), 1024,
+           "calls that may wait for a free slot; beyond it, or past their deadline, 503", "N"),
+    Option("breaker_failures", "BREAKER_FAILURES", "--breaker-failures",
+           _int_range(0, 1_000_000), 5,
+           "consecutive UNAVAILABLE / DEADLINE_EXCEEDED answers that open the circuit to "
+           "Cuebot (0: no circuit breaker)", "N"),
+    Option("breaker_cooldown", "BREAKER_COOLDOWN", "--breaker-cooldown", _duration, 2.0,
+           "how long an open circuit refuses calls before one probe call may go through",
+           "DURATION"),
     # -- the process -----------------------------------------------------
     # 25: exiting within it plus 1 s fits Kubernetes' default 30 s termination period
     Option("shutdown_grace", "SHUTDOWN_GRACE", "--shutdown-grace", _seconds, 25.0,
@@ -459,6 +496,9 @@ OPTIONS: tuple[Option, ...] = (
            "do not run the sandbox's dispatcher: frames stay where they are", switch=True),
     Option("failure_rate", "SANDBOX_FAILURE_RATE", "--failure-rate", _float_range(0, 1), 0.0,
            "chance that a simulated render fails (0 to 1)", "RATE"),
+    Option("log_root", "SANDBOX_LOG_ROOT", "--log-root", _path, None,
+           "where the sandbox's renders write their frame logs (default: beside --sandbox-db, "
+           "or a temporary folder)", "DIR"),
 )
 
 
@@ -514,6 +554,14 @@ class Config:
     tls_key_file: Path | None = None
     descriptor_watch: float = 2.0
     descriptor_refresh: float = 60.0
+    coalesce_reads: bool = True
+    coalesce_methods: tuple[str, ...] = ()
+    read_cache_ms: int = 0
+    read_cache_max_bytes: int = 64 * 1024**2
+    backend_max_in_flight: int = 256
+    backend_max_queue: int = 1024
+    breaker_failures: int = 5
+    breaker_cooldown: float = 2.0
     shutdown_grace: float = 25.0
     shutdown_delay: float = 0.0
     header_timeout: float = 10.0
@@ -531,6 +579,7 @@ class Config:
     speed: float = 1.0
     no_dispatch: bool = False
     failure_rate: float = 0.0
+    log_root: Path | None = None
 
     @property
     def use_tls(self) -> bool:

@@ -10,6 +10,7 @@ word (CueWeb matches on Cuebot's text).
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any, Mapping
 
 import grpc
@@ -76,6 +77,10 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         self.details = details or []
 
+    def again(self) -> "GatewayError":
+        """A fresh copy, to raise once more: several requests may share one failure."""
+        return GatewayError(self.status, self.code, self.message, self.headers, self.details)
+
     def body(self) -> bytes:
         return orjson.dumps({
             "error": self.message,
@@ -122,6 +127,25 @@ def response_too_large(size: int, limit: int) -> GatewayError:
         502, RESOURCE_EXHAUSTED,
         f"reply larger than MAX_RESPONSE_BYTES ({limit} bytes): {size} bytes of JSON",
     )
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """``Retry-After`` in whole seconds, at least 1 (0 would invite an immediate retry)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def unavailable(message: str, retry_in: float) -> GatewayError:
+    """503, code 14: Cuebot cannot take this call now; try again in ``retry_in`` seconds.
+
+    The gateway's own refusals on Cuebot's behalf (circuit open, queue full)
+    use the code a down Cuebot would have given, so clients need one rule.
+    """
+    return GatewayError(503, UNAVAILABLE, message, headers=retry_after(retry_in))
+
+
+def deadline_exceeded() -> GatewayError:
+    """A request's own deadline passed while it waited for a call it shares (gRPC's words)."""
+    return GatewayError(504, DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
 def internal(message: str = "internal error") -> GatewayError:

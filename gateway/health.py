@@ -4,7 +4,8 @@ Readiness asks Cuebot something cheap: ``grpc.health.v1.Health/Check``.
 Cuebot registers no health service, so its answer is UNIMPLEMENTED — which
 still proves a live server at the other end of a working channel (TLS
 handshake included); a backend that does serve health may say NOT_SERVING.
-Only "no answer" (UNAVAILABLE, DEADLINE_EXCEEDED) makes the gateway unready.
+Only "no answer" (UNAVAILABLE, DEADLINE_EXCEEDED) makes the gateway unready,
+or an open circuit (``breaker.py``) while it refuses every call.
 The result is cached briefly and shared by concurrent probes, so a busy
 load balancer cannot turn probes into load on Cuebot.
 """
@@ -112,13 +113,17 @@ async def readyz(request: web.Request) -> web.Response:
         return _json({"status": "shutting down", "descriptors": descriptors,
                       "cuebot": {"endpoint": state.backend.target}}, 503)
     probe = await state.readiness.probe()
-    body = {
-        "status": "ready" if probe.reachable else "unavailable",
-        "descriptors": descriptors,
-        "cuebot": {"endpoint": state.backend.target, "reachable": probe.reachable,
-                   "detail": probe.detail, "checkedAt": _iso(probe.checked_at)},
-    }
-    return _json(body, 200 if probe.reachable else 503)
+    cuebot = {"endpoint": state.backend.target, "reachable": probe.reachable,
+              "detail": probe.detail, "checkedAt": _iso(probe.checked_at)}
+    ready = probe.reachable
+    if state.protect is not None:
+        cuebot.update(state.protect.snapshot())
+        # refusing every call while the circuit cools down; once a probe may go, ready
+        # again, or a load balancer would send no request that could close it
+        ready = ready and not state.protect.breaker.refusing()
+    body = {"status": "ready" if ready else "unavailable", "descriptors": descriptors,
+            "cuebot": cuebot}
+    return _json(body, 200 if ready else 503)
 
 
 def add_routes(app: web.Application) -> None:

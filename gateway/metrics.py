@@ -42,6 +42,8 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
 CUT_REASONS = ("header_timeout", "body_timeout", "client_limit")
+QUEUE_REJECTION_REASONS = ("full", "deadline")
+BREAKER_STATES = ("closed", "open", "half_open")
 JWKS_OUTCOMES = ("ok", "unchanged", "failed")
 
 
@@ -150,6 +152,32 @@ class Metrics:
         self.methods = Gauge(
             f"{p}_descriptor_methods", "RPC methods exposed", registry=own,
             multiprocess_mode="livemax")
+        # protecting Cuebot (protect.py and the modules it drives)
+        self.coalesced_requests = Counter(
+            f"{p}_coalesced_requests", "reads that waited for an identical call already in "
+            "flight instead of making their own, by route", ("route",), registry=own)
+        self.read_cache_hits = Counter(
+            f"{p}_read_cache_hits", "reads answered from the micro-cache (READ_CACHE_MS), "
+            "by route", ("route",), registry=own)
+        self.backend_in_flight = Gauge(
+            f"{p}_backend_calls_in_flight", "calls at Cuebot now (at most "
+            "BACKEND_MAX_IN_FLIGHT per process)", registry=own, multiprocess_mode="livesum")
+        self.backend_queued = Gauge(
+            f"{p}_backend_calls_queued", "calls waiting for a slot under BACKEND_MAX_IN_FLIGHT",
+            registry=own, multiprocess_mode="livesum")
+        self.queue_rejections = Counter(
+            f"{p}_backend_queue_rejections", "calls refused (503) before reaching Cuebot: "
+            "full (BACKEND_MAX_QUEUE) or deadline (it passed in the queue)", ("reason",),
+            registry=own)
+        self.breaker_state = Gauge(
+            f"{p}_breaker_state", "the circuit to Cuebot: 1 for the state it is in "
+            "(with workers, how many are in it)", ("state",), registry=own,
+            multiprocess_mode="livesum")
+        self.breaker_rejections = Counter(
+            f"{p}_breaker_rejections", "calls refused at once (503) because the circuit to "
+            "Cuebot was open", registry=own)
+        for reason in QUEUE_REJECTION_REASONS:
+            self.queue_rejections.labels(reason)
         for outcome in RELOAD_OUTCOMES:
             self.reloads.labels(outcome)
         for reason in RATE_LIMIT_REASONS:
@@ -161,6 +189,8 @@ class Metrics:
         self._descriptor_labels: tuple[str, str] | None = None
         self._request_children: dict[tuple[str, str, int, str], tuple] = {}
         self._backend_children: dict[tuple[str, str], Histogram] = {}
+        self._coalesced_children: dict[str, Counter] = {}
+        self._cache_hit_children: dict[str, Counter] = {}
 
         if multiprocess_dir is None:
             assert own is not None
@@ -230,6 +260,34 @@ class Metrics:
             raise ValueError(f"JWKS outcome must be one of {', '.join(JWKS_OUTCOMES)}")
         self.jwks_refreshes.labels(outcome).inc()
         self.jwks_keys.set(keys)
+
+    # -- protecting Cuebot --------------------------------------------------
+    def coalesced(self, route: str) -> None:
+        child = self._coalesced_children.get(route)
+        if child is None:
+            child = self._coalesced_children[route] = self.coalesced_requests.labels(route)
+        child.inc()
+
+    def read_cache_hit(self, route: str) -> None:
+        child = self._cache_hit_children.get(route)
+        if child is None:
+            child = self._cache_hit_children[route] = self.read_cache_hits.labels(route)
+        child.inc()
+
+    def backend_slots(self, in_flight: int, queued: int) -> None:
+        self.backend_in_flight.set(in_flight)
+        self.backend_queued.set(queued)
+
+    def queue_rejection(self, reason: str) -> None:
+        self.queue_rejections.labels(reason).inc()
+
+    def breaker_moved(self, old: str | None, new: str) -> None:
+        """The circuit went from ``old`` (None: just made) to ``new``."""
+        for state in BREAKER_STATES:
+            self.breaker_state.labels(state).set(1 if state == new else 0)
+
+    def breaker_rejection(self) -> None:
+        self.breaker_rejections.inc()
 
     # -- descriptors ------------------------------------------------------
     def record_reload(self, outcome: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.offload")
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# The worker imports this very package: its folder joins the path only if it
+# is not there already (a source checkout), and then first, so that another
+# installed copy cannot answer instead; a site-packages folder keeps its place.
+_BOOT = ("import sys\n"
+         "root = sys.argv[1]\n"
+         "if root not in sys.path: sys.path.insert(0, root)\n"
+         "from gateway.offload_worker import main\n"
+         "main()\n")
 
 
 class WorkerDied(Exception):
@@ -57,12 +64,9 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> "_Worker":
-        env = dict(os.environ)
-        path = env.get("PYTHONPATH")
-        env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + path if path else "")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.offload_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable, "-c", _BOOT, _PACKAGE_ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=proto.PIPE_BYTES)  # read answers in pipe-sized pieces
         log.debug("conversion worker %d started", proc.pid)
         return cls(proc)

@@ -13,7 +13,9 @@ every worker uses.
 Rate limits are per process unless ``RATE_LIMIT_REDIS_URL`` is set: N
 workers with local buckets admit N times the rate. Metrics are aggregated
 across workers through ``PROMETHEUS_MULTIPROC_DIR``, which the supervisor
-creates for them.
+creates for them; in it, the count of completed writes that keeps reads
+coalesced or cached in one worker from predating a write made through
+another (``writes.py``).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import writes
 from .config import Config
 from .reload import SUPERVISOR_ENV
 
@@ -199,6 +202,10 @@ class Supervisor:
             self.cfg = cfg.with_(port=port, sandbox=False, workers=1)
             self.metrics_dir = tempfile.mkdtemp(prefix="opencue-gateway-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
+            # one count of completed writes for all workers: read-your-writes across them
+            writes_file = os.path.join(self.metrics_dir, "writes")
+            writes.create(writes_file)
+            os.environ[writes.ENV] = writes_file
             os.environ[SUPERVISOR_ENV] = str(os.getpid())
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

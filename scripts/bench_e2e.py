@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,9 +193,10 @@ class Server:
 
 
 def start(name: str, argv: list[str], env: dict[str, str], port: int, log: Path,
-          ready: str = "listening on") -> Server:
+          ready: str = "listening on", cwd: Path = ROOT) -> Server:
     out = log.open("w")
-    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    # cwd matters: ``python -m`` imports from it before PYTHONPATH
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if ready in log.read_text():
@@ -354,7 +355,8 @@ def main() -> int:
             if name == "before":
                 env.update(kv.split("=", 1) for kv in args.before_env)
             gws.append(start(name, [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
-                                    "--port", str(port)], env, port, tmp / f"{name}.log"))
+                                    "--port", str(port)], env, port, tmp / f"{name}.log",
+                             cwd=src.resolve()))
         fport = free_port()
         floor = start("floor", me + ["--role", "floor", "--port", str(fport),
                                      "--backend", backend],
@@ -416,8 +418,11 @@ def main() -> int:
         for g in gws:
             ratios = [a / b for a, b in zip(cpu[(g.name, conns)], cpu[("floor", conns)])]
             print(f"  c={conns:<3} {g.name:7s} {med(ratios):5.2f}x floor")
-    print(f"\nSmall-call latency, alone and while 2 clients fetch 10,000 frames "
-          f"(median of rounds):")
+            if os.environ.get("BENCH_DEBUG"):  # the per-round figures behind the ratio
+                print("    us/req", [round(x * 1e6) for x in cpu[(g.name, conns)]],
+                      [round(x * 1e6) for x in cpu[("floor", conns)]])
+    print("\nSmall-call latency, alone and while 2 clients fetch 10,000 frames "
+          "(median of rounds):")
     for g in gws:
         a50, a99 = med(x.p50_ms for x in alone[g.name]), med(x.p99_ms for x in alone[g.name])
         m50, m99 = med(x.p50_ms for x in mixed[g.name]), med(x.p99_ms for x in mixed[g.name])

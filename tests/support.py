@@ -57,6 +57,7 @@ class Reply:
     message: str = ""
     trailers: tuple[tuple[str, Any], ...] = ()
     delay: float = 0.0
+    hold: asyncio.Event | None = None   # answer only once it is set
 
 
 @dataclass
@@ -67,16 +68,23 @@ class RecordingCuebot:
     replies: dict[str, Reply | Callable[[Call], Reply]] = field(default_factory=dict)
     port: int = 0
     server: grpc.aio.Server | None = None
+    in_flight: int = 0          # calls being answered now
+    max_in_flight: int = 0      # the most at once
+    cancelled: list[Call] = field(default_factory=list)  # calls the client cancelled
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def reply(self, path: str, data: bytes | Message = b"", *, code: grpc.StatusCode | None = None,
-              message: str = "", trailers: tuple = (), delay: float = 0.0) -> None:
+              message: str = "", trailers: tuple = (), delay: float = 0.0,
+              hold: asyncio.Event | None = None) -> None:
         if isinstance(data, Message):
             data = data.SerializeToString()
-        self.replies[path] = Reply(data, code, message, trailers, delay)
+        self.replies[path] = Reply(data, code, message, trailers, delay, hold)
+
+    def count(self, path: str) -> int:
+        return sum(1 for c in self.calls if c.path == path)
 
     def paths(self) -> list[str]:
         return [c.path for c in self.calls]
@@ -117,11 +125,21 @@ class _Handler(grpc.GenericRpcHandler):
         async def unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             call = Call(path, request, {k: v for k, v in context.invocation_metadata()})
             owner.calls.append(call)
-            spec = owner.replies.get(path, Reply())
-            if callable(spec):
-                spec = spec(call)
-            if spec.delay:
-                await asyncio.sleep(spec.delay)
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+            try:
+                spec = owner.replies.get(path, Reply())
+                if callable(spec):
+                    spec = spec(call)
+                if spec.delay:
+                    await asyncio.sleep(spec.delay)
+                if spec.hold is not None:
+                    await spec.hold.wait()
+            except asyncio.CancelledError:
+                owner.cancelled.append(call)
+                raise
+            finally:
+                owner.in_flight -= 1
             if spec.code is not None:
                 if spec.trailers:
                     context.set_trailing_metadata(spec.trailers)

@@ -29,11 +29,14 @@ def farm() -> Any:
 
 
 def dispatcher(farm: Farm, **kw: Any) -> Dispatcher:
-    settings = DispatchSettings(run_seconds=kw.pop("run_seconds", (10.0, 10.0)), **kw)
+    """Every host asks for work on every pass, no job lock (see test_booking for those)."""
+    settings = DispatchSettings.eager(run_seconds=kw.pop("run_seconds", (10.0, 10.0)), **kw)
     return Dispatcher(farm, settings, rng=random.Random(7))
 
 
 def job(farm: Farm, name: str, *layers: LayerSpec, **kw: Any) -> str:
+    """A job in facility ``local``, whose hosts (local.general) may run it."""
+    kw.setdefault("facility", "local")
     with farm.store.tx():
         return farm.create_job(JobSpec(show_id=TESTING, shot="sh", user="u",
                                        name=f"testing-sh-u_{name}", layers=list(layers), **kw))
@@ -147,9 +150,14 @@ def test_job_and_group_max_cores(farm: Farm) -> None:
     farm.store.run("DELETE FROM proc")
     farm.store.run("UPDATE host SET idle_cores = cores, idle_memory = memory")
     farm.store.run("UPDATE folder SET max_cores = 200 WHERE show_id = ?", (TESTING,))
-    k = job(farm, "b", LayerSpec("l", "1-8"))
-    dispatcher(farm).step(T0)
-    assert states(farm, k)["RUNNING"] == 2
+    k = job(farm, "b", LayerSpec("l", "1-12"))
+    d = dispatcher(farm)
+    d.step(T0)
+    # Cuebot checks the group's cap when a job's turn starts, not per frame: one visit books
+    # up to 8 frames of the job, overshooting; the next visit finds the group full
+    assert states(farm, k)["RUNNING"] == 8
+    d.step(T0 + 1)
+    assert states(farm, k)["RUNNING"] == 8
 
 
 def test_subscription_burst_and_missing_subscription(farm: Farm) -> None:

@@ -353,10 +353,19 @@ async def test_post_layers_make_a_posted_job(farm: Farm, jobs: Any) -> None:
         "POSTED", "monitor", 500, 2)
     assert frames(farm.store, post["name"]) == {"0001-cleanup": ("WAITING", 0)}
     assert farm.store.one("SELECT type FROM layer WHERE job_id = ?", (post["id"],))[0] == "POST"
+
     succeed(farm, "testing-sh010-jdoe_demo", "0001-render")
     assert farm.store.one("SELECT state FROM job WHERE id = ?", (post["id"],))[0] == "POSTED"
     succeed(farm, "testing-sh010-jdoe_demo", "0002-render")
     assert farm.store.one("SELECT state FROM job WHERE id = ?", (post["id"],))[0] == "PENDING"
+
+
+def test_post_job_name_replaces_the_first_user_match_only(farm: Farm) -> None:
+    """Study §2.2 #12: Cuebot's replaceFirst, so a user named like the show keeps the show."""
+    body = job("demo", layer("render", "1"), layer("cleanup", "1", kind="Post"))
+    launchspec.launch(farm, spec(body, user="test"))
+    post = farm.store.one("SELECT name FROM job WHERE parent_job_id IS NOT NULL")["name"]
+    assert post.startswith("monitoring-sh010-test_demo_post_job_")
 
 
 # ---------------------------------------------------------------------------
@@ -381,7 +390,14 @@ def test_layer_on_layer_and_frame_by_frame(farm: Farm) -> None:
     succeed(farm, name, "0003-render")
     got = frames(farm.store, name)
     assert {v for k, v in got.items() if not k.endswith("render")} == {("WAITING", 0)}
-    assert farm.store.one("SELECT COUNT(*) FROM depend WHERE active = 1")[0] == 0
+    # every depend that held frames is satisfied; the FRAME_BY_FRAME container itself is never
+    # satisfied (Cuebot keeps its composite row active), and its children point at it
+    assert [tuple(r) for r in farm.store.all(
+        "SELECT type, active FROM depend WHERE parent_id IS NULL ORDER BY seq")] == [
+        ("LAYER_ON_LAYER", 0), ("FRAME_BY_FRAME", 1)]
+    assert farm.store.one("SELECT COUNT(*) FROM depend WHERE active = 1 AND parent_id IS NOT "
+                          "NULL")[0] == 0
+    assert farm.store.one("SELECT COUNT(*) FROM depend WHERE parent_id IS NOT NULL")[0] == 4
 
 
 def test_previous_frame_and_sim_frame(farm: Farm) -> None:

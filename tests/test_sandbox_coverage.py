@@ -1,12 +1,20 @@
 """What the sandbox must implement, and how it answers everything else.
 
-The sandbox implements every read RPC CueWeb calls (opencue_clients.md
-§3.6, the methods marked R) and every RPC the user's REST reference shows
-that exists in the protos; the one exception is Cuebot's own gap,
-FacilityInterface/GetAllocations, which Cuebot leaves unimplemented too.
-Every other method of a served interface answers UNIMPLEMENTED in Cuebot's
-words, and a method nothing serves is "Method not found" as grpc-java words
-it; both are checked by calling them over gRPC.
+The rule: **every RPC that OpenCue's own applications call and that Cuebot
+serves is implemented.** "Called" is read from the clients themselves:
+CueWeb's request paths (``data/cueweb_rpcs.txt``, taken from OpenCue's
+cueweb sources) and every request message the installed opencue-pycue's
+``api`` module and ``wrappers`` build (CueGUI, cueadmin and cueman reach
+Cuebot only through pycue, so its surface covers them). "Served" is every
+method of the services Cuebot registers except the few its servants leave
+out (``CUEBOT_LEAVES_OUT``, answered UNIMPLEMENTED here as there) and the
+RQD report interface, which only RQD calls. Monitoring is not served by
+Cuebot at all and answers "Method not found".
+
+Also: every read RPC CueWeb calls (opencue_clients.md §3.6), every RPC the
+user's REST reference names; every other method of a served interface
+answers UNIMPLEMENTED in Cuebot's words, and a method nothing serves is
+"Method not found" as grpc-java words it, both checked over gRPC.
 """
 from __future__ import annotations
 
@@ -19,8 +27,12 @@ from google.protobuf import descriptor_pool, message_factory
 
 from gateway.sandbox.server import CUEBOT_SERVICES, implemented_rpcs
 
-REFERENCE = Path(__file__).resolve().parent / "data" / "rest_reference.md"
-CUEBOT_LEAVES_OUT = {"facility.FacilityInterface/GetAllocations"}
+DATA = Path(__file__).resolve().parent / "data"
+REFERENCE = DATA / "rest_reference.md"
+# declared in the protos, never overridden by Cuebot's servants
+CUEBOT_LEAVES_OUT = {"facility.FacilityInterface/GetAllocations",
+                     "job.LayerInterface/SetMinGpu", "department.DepartmentInterface/Delete"}
+RQD_ONLY = "report.RqdReportInterface"   # served by Cuebot, called by RQD alone
 
 # opencue_clients.md §3.6: the read RPCs CueWeb calls, per interface
 CUEWEB_READS = {
@@ -65,6 +77,55 @@ def _reference_rpcs() -> set[str]:
     return out
 
 
+def _served() -> set[str]:
+    return {f"{name}/{m.name}" for name in CUEBOT_SERVICES if name != RQD_ONLY
+            for m in _service(name).methods} - CUEBOT_LEAVES_OUT
+
+
+def _by_request_message() -> dict[str, list[str]]:
+    """Request message full name -> the RPCs taking it (pycue is read by what it builds)."""
+    out: dict[str, list[str]] = {}
+    for name in (*CUEBOT_SERVICES, "monitoring.MonitoringInterface"):
+        for m in _service(name).methods:
+            out.setdefault(m.input_type.full_name, []).append(f"{name}/{m.name}")
+    return out
+
+
+def pycue_calls() -> set[str]:
+    """Every RPC whose request message opencue-pycue's api module or wrappers build."""
+    import opencue
+
+    root = Path(opencue.__file__).resolve().parent
+    by_message = _by_request_message()
+    called: set[str] = set()
+    for source in [root / "api.py", *sorted((root / "wrappers").glob("*.py"))]:
+        for package, message in re.findall(r"\b(\w+)_pb2\.(\w+Request)\b", source.read_text()):
+            called.update(by_message.get(f"{package}.{message}", []))
+    return called
+
+
+def cueweb_calls() -> set[str]:
+    return {line.strip() for line in (DATA / "cueweb_rpcs.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
+def test_every_rpc_a_client_calls_and_cuebot_serves_is_implemented() -> None:
+    pycue, cueweb = pycue_calls(), cueweb_calls()
+    assert len(pycue) > 250 and len(cueweb) > 140          # the scans found the clients
+    assert "show.ShowInterface/GetJobWhiteboard" in pycue  # CueGUI's Monitor Cue tree
+    assert "job.JobInterface/SetMaxRetries" in cueweb
+    required = (pycue | cueweb) & _served()
+    assert sorted(required - _implemented()) == []
+    # what clients call that Cuebot does not serve stays out (monitoring, the servants' gaps)
+    assert (pycue | cueweb) - _served() - _implemented() == {
+        rpc for rpc in pycue | cueweb if rpc.startswith("monitoring.") or rpc in CUEBOT_LEAVES_OUT}
+    assert not _implemented() & CUEBOT_LEAVES_OUT
+
+
+def test_everything_cuebot_serves_for_clients_is_implemented() -> None:
+    assert sorted(_served() - _implemented()) == []
+
+
 def test_every_cueweb_read_is_implemented() -> None:
     wanted = {f"{s}/{m}" for s, methods in CUEWEB_READS.items() for m in methods}
     assert len(wanted) == 32
@@ -74,7 +135,7 @@ def test_every_cueweb_read_is_implemented() -> None:
 def test_every_reference_rpc_in_the_protos_is_implemented() -> None:
     wanted = _reference_rpcs()
     assert len(wanted) == 77   # of the 80 RPCs it names, three do not exist
-    assert sorted(wanted - _implemented()) == sorted(CUEBOT_LEAVES_OUT)
+    assert sorted(wanted - _implemented()) == ["facility.FacilityInterface/GetAllocations"]
 
 
 async def test_the_rest_answer_unimplemented_in_cuebots_words(sandbox: Any) -> None:

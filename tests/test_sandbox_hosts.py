@@ -133,15 +133,17 @@ async def test_tags_keep_the_alloc_tag_and_order_by_type(farm: Farm) -> None:
     host = await farm.host("rn002.farm.studio.local")
     await farm.hosts.AddTags(host_pb2.HostAddTagsRequest(
         host=host, tags=["zeta", " alpha ", "", "   ", "linux"]))
-    assert list((await farm.host(host.name)).tags) == [   # MANUAL last; no de-dup; blanks
-        "general", "linux", host.name, "alpha", "linux", "zeta"]   # skipped once trimmed
+    # MANUAL last, no de-dup; Cuebot skips "" but trims after that check, so "   " is added
+    # as an empty tag (study §2.2 #15)
+    assert list((await farm.host(host.name)).tags) == [
+        "general", "linux", host.name, "", "alpha", "linux", "zeta"]
     await farm.hosts.RemoveTags(host_pb2.HostRemoveTagsRequest(
         host=host, tags=["general", "linux", "missing"]))
     await farm.hosts.RenameTag(host_pb2.HostRenameTagRequest(
         host=host, old_tag="general", new_tag="renamed"))
     await farm.hosts.RenameTag(host_pb2.HostRenameTagRequest(
         host=host, old_tag="zeta", new_tag="beta"))
-    assert list((await farm.host(host.name)).tags) == ["general", host.name, "alpha", "beta"]
+    assert list((await farm.host(host.name)).tags) == ["general", host.name, "", "alpha", "beta"]
 
 
 async def test_set_allocation(farm: Farm) -> None:
@@ -205,6 +207,10 @@ async def test_procs_of_a_host_and_by_criteria(farm: Farm) -> None:
     assert len(await farm.proc_search(memory_range=[
         {"min": memory, "max": memory}])) == 4
     assert await farm.proc_search(duration_range=[{"min": 0, "max": 10}]) == []
+    # study §2.2 #9: both are GreaterThan criteria, so both keep procs reserving at least that
+    for key in ("memory_greater_than", "memory_less_than"):
+        assert len(await farm.proc_search(**{key: [{"value": memory}]})) == 4
+        assert await farm.proc_search(**{key: [{"value": memory + 1}]}) == []
 
 
 async def test_proc_lookups(farm: Farm) -> None:

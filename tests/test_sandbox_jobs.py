@@ -130,13 +130,24 @@ async def test_invalid_regex_is_internal(cue: Cue) -> None:
     e = await rpc_error(cue.jobs.GetJobs(job_pb2.JobGetJobsRequest(
         r=job_pb2.JobSearchCriteria(regex=["(unclosed"]))))
     assert e.code() == grpc.StatusCode.INTERNAL
-    assert "invalid regular expression" in e.details()
+    assert "ERROR: invalid regular expression: parentheses () not balanced" in e.details()
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    (r"sh0[[:digit:]]0\y", [LIGHTING, FX, ANIM]),       # POSIX class, word boundary
+    (r"\mjdoe", [LIGHTING, ANIM]),                         # start of a word
+    (r"sh01\y", []),
+    (r"[[:upper:]]", []),
+])
+async def test_regex_is_postgresqls_dialect(cue: Cue, pattern: str, expected: list[str]) -> None:
+    """Study §2.2 #4: CueGUI sends users' text as ``regex``, which PostgreSQL reads."""
+    assert await names(cue, regex=[pattern]) == expected
 
 
 async def test_job_message_fields_and_stats(cue: Cue) -> None:
     job = (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=LIGHTING))).job
     assert (job.show, job.group, job.facility, job.user, job.shot) == (
-        "testing", "testing", "cloud", "jdoe", "sh010")
+        "testing", "testing", "local", "jdoe", "sh010")
     assert job.state == job_pb2.PENDING and job.priority == 100 and job.has_comment
     s = job.job_stats
     assert (s.total_frames, s.total_layers, s.succeeded_frames, s.dead_frames, s.eaten_frames,
@@ -149,9 +160,11 @@ async def test_job_message_fields_and_stats(cue: Cue) -> None:
 async def test_find_job_lower_cases_and_sees_pending_jobs_only(cue: Cue) -> None:
     found = (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=LIGHTING.upper()))).job
     assert found.name == LIGHTING
-    for name in (COMP_DONE, "no-such-job"):
+    for name in (COMP_DONE, "no-such-job"):  # FindJob passes Spring's text on (not "Job not found")
         e = await rpc_error(cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=name)))
-        assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, "Job not found")
+        assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, NO_ROW)
+    e = await rpc_error(cue.jobs.GetJob(job_pb2.JobGetJobRequest(id="no-such-id")))
+    assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, NO_ROW)
     done = await cue.job(COMP_DONE)  # GetJob finds any state
     assert done.state == job_pb2.FINISHED and done.stop_time > 0
     pending = await cue.jobs.IsJobPending(job_pb2.JobIsJobPendingRequest(name=LIGHTING))
@@ -163,7 +176,6 @@ GHOST = job_pb2.Job(id="00000000-dead-beef-0000-000000000000", name=LIGHTING)
 
 
 @pytest.mark.parametrize("rpc, msg", [
-    ("GetJob", job_pb2.JobGetJobRequest(id=GHOST.id)),
     ("GetFrames", job_pb2.JobGetFramesRequest(job=GHOST)),
     ("GetLayers", job_pb2.JobGetLayersRequest(job=GHOST)),
     ("GetComments", job_pb2.JobGetCommentsRequest(job=GHOST)),
@@ -303,6 +315,9 @@ async def test_frame_criteria_that_break_cuebots_query(cue: Cue, req: dict) -> N
     job = await cue.job()
     e = await rpc_error(cue.frames_of(job, **req))
     assert e.code() == grpc.StatusCode.INTERNAL
+    if req.get("frame_range") == "a-b":   # Cuebot's FrameRange words it so
+        assert e.details() == ("java.lang.IllegalArgumentException: unrecognized frame range "
+                               "syntax a-b\nunrecognized frame range syntax a-b")
 
 
 async def test_frame_ids_and_ids_of_another_job(cue: Cue) -> None:
@@ -338,8 +353,11 @@ async def test_pause_resume_and_setters(cue: Cue) -> None:
     await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=12.996))
     got = await cue.job()
     assert (got.priority, got.min_cores, got.max_cores) == (250, 2.0, 13.0)
-    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-5))
+    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-1))
     assert (await cue.job()).max_cores == -1.0
+    # only exactly -1 means "unlimited": Cuebot stores -5 as -400 units and shows -4.0
+    await cue.jobs.SetMaxCores(job_pb2.JobSetMaxCoresRequest(job=job, val=-5))
+    assert (await cue.job()).max_cores == -4.0
     done = await cue.job(COMP_DONE)  # no state check
     await cue.jobs.Pause(job_pb2.JobPauseRequest(job=done))
     assert (await cue.job(COMP_DONE)).is_paused
@@ -500,13 +518,17 @@ async def test_frame_retry(cue: Cue) -> None:
 
 
 async def test_retry_reopens_a_finished_job(cue: Cue) -> None:
+    """As in Cuebot only the state changes: the stop time stays, the visible name stays free."""
     done = await cue.job(COMP_DONE)
     frame = (await cue.frames_of(done, limit=1))[0]
     await cue.frames.Retry(job_pb2.FrameRetryRequest(frame=frame))
     job = await cue.job(COMP_DONE)
-    assert job.state == job_pb2.PENDING and job.stop_time == 0
+    assert job.state == job_pb2.PENDING and job.stop_time == done.stop_time > 0
     assert (await cue.jobs.FindJob(job_pb2.JobFindJobRequest(name=COMP_DONE))).job.id == job.id
     assert job.job_stats.waiting_frames == 1 and job.job_stats.succeeded_frames == 9
+    e = await rpc_error(cue.frames.GetFrames(job_pb2.FrameGetFramesRequest(
+        job=COMP_DONE, r=job_pb2.FrameSearchCriteria(limit=10))))   # by visible name: gone
+    assert (e.code(), e.details()) == (grpc.StatusCode.INTERNAL, EMPTY_RESULT)
 
 
 async def test_frame_eat(cue: Cue) -> None:
@@ -704,3 +726,13 @@ async def test_reparent_jobs_inherits_group_defaults(cue: Cue) -> None:
     e = await rpc_error(cue.groups.ReparentJobs(job_pb2.GroupReparentJobsRequest(
         group=root, jobs=job_pb2.JobSeq(jobs=[job_pb2.Job(id="nope")]))))
     assert (e.code(), e.details()) == (grpc.StatusCode.INTERNAL, EMPTY_RESULT)
+
+
+async def test_a_running_frame_counts_its_run_in_total_core_time(cue: Cue) -> None:
+    """As Cuebot's whiteboard: past runs plus the one going on (here 4 cores for 300 s+)."""
+    job = await cue.job()
+    running = await cue.frame(job, "0011-render")     # the demo started it 300 s ago on 4 cores
+    assert running.state == job_pb2.RUNNING and running.total_core_time >= 1200
+    done = await cue.frame(job, "0001-render")
+    row = cue.store.one("SELECT total_core_time FROM frame WHERE id = ?", (done.id,))
+    assert done.total_core_time == row[0]             # a finished frame shows what it used

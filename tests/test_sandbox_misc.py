@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 import pytest
 from opencue_proto import (comment_pb2, comment_pb2_grpc, cue_pb2, cue_pb2_grpc, department_pb2,
-                           department_pb2_grpc, limit_pb2, limit_pb2_grpc, task_pb2,
-                           task_pb2_grpc)
+                           department_pb2_grpc, job_pb2, job_pb2_grpc, limit_pb2,
+                           limit_pb2_grpc, task_pb2, task_pb2_grpc)
 
 from gateway.sandbox.seed import PIPELINE_POINT
 
@@ -173,7 +173,20 @@ async def test_comment_save_and_delete(sandbox: Any, sandbox_channel: grpc.aio.C
     await comments.Save(comment_pb2.CommentSaveRequest(comment=comment_pb2.Comment(id="nope")))
 
 
-async def test_system_stats(sandbox_channel: grpc.aio.Channel) -> None:
+async def test_system_stats(sandbox: Any, sandbox_channel: grpc.aio.Channel) -> None:
+    """Study §2.2 #10: live counters, as Cuebot's CueStatic reports its queues."""
     cue = cue_pb2_grpc.CueInterfaceStub(sandbox_channel)
     stats = (await cue.GetSystemStats(cue_pb2.CueGetSystemStatsRequest())).stats
-    assert stats == cue_pb2.SystemStats()
+    assert (stats.dispatch_remaining_capacity, stats.manage_remaining_capacity,
+            stats.booking_remaining_capacity, stats.report_remaining_capacity) == (
+        2000, 2000, 2000, 5000)
+    assert stats.booked_procs == stats.manage_executed == 0
+    sandbox.dispatcher.step()                           # the demo farm's waiting frames start
+    frames = job_pb2_grpc.FrameInterfaceStub(sandbox_channel)
+    row = sandbox.store.one("SELECT id FROM frame WHERE state = 'DEAD' LIMIT 1")
+    await frames.Retry(job_pb2.FrameRetryRequest(frame=job_pb2.Frame(id=row["id"])))
+    stats = (await cue.GetSystemStats(cue_pb2.CueGetSystemStatsRequest())).stats
+    running = sandbox.store.one("SELECT COUNT(*) FROM proc")[0]
+    assert stats.dispatch_executed == 1 and stats.booking_executed >= 1
+    assert stats.booked_procs == running - 4      # the demo seed booked 4 itself
+    assert stats.manage_executed == 1             # the retry went through Cuebot's queue

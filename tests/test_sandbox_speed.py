@@ -26,7 +26,8 @@ from gateway.sandbox.dispatcher import DispatchSettings
 from support import ROOT, GatewayProcess, free_port
 
 SPEC = ('<?xml version="1.0"?><!DOCTYPE spec PUBLIC "SPI Cue  Specification Language" '
-        '"http://localhost:8080/spcue/dtd/cjsl-1.15.dtd"><spec><show>testing</show>'
+        '"http://localhost:8080/spcue/dtd/cjsl-1.15.dtd"><spec><facility>local</facility>'
+        '<show>testing</show>'
         '<shot>sh010</shot><user>jdoe</user><job name="{name}"><layers>'
         '<layer name="render" type="Render"><cmd>render</cmd><range>1-10</range><chunk>1</chunk>'
         "</layer></layers></job></spec>")

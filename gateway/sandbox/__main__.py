@@ -44,6 +44,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="do not run the dispatcher: frames stay where they are")
     p.add_argument("--failure-rate", type=_rate, default=0.0,
                    help="chance that a simulated render fails, 0 to 1 (default 0)")
+    p.add_argument("--log-root", default=None, metavar="DIR",
+                   help="where renders write their frame logs (default: beside --db, "
+                        "or a temporary folder for :memory:)")
+    p.add_argument("--scheduling-mode", default="PRIORITY_ONLY",
+                   choices=("PRIORITY_ONLY", "FIFO", "BALANCED"),
+                   help="Cuebot's dispatcher.scheduling_mode (default PRIORITY_ONLY)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--list-rpcs", action="store_true",
                    help="print the RPCs the sandbox implements (Markdown) and exit")
@@ -53,12 +59,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     sandbox = await server.start(
         args.db, host=args.host, port=args.port, demo=args.demo, dispatch=not args.no_dispatch,
-        settings=DispatchSettings(speed=args.speed, failure_rate=args.failure_rate))
+        settings=DispatchSettings(speed=args.speed, failure_rate=args.failure_rate,
+                                  scheduling_mode=args.scheduling_mode),
+        log_root=args.log_root)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"sandbox Cuebot listening on {args.host}:{sandbox.port}", flush=True)
+    print(f"sandbox Cuebot listening on {args.host}:{sandbox.port} (frame logs in "
+          f"{sandbox.log_root})", flush=True)
     await stop.wait()
     await sandbox.stop()
 

@@ -8,7 +8,8 @@ by field the way Cuebot's criteria classes build their WHERE clause:
   matches are case-sensitive;
 - ``substr`` is SQL ``LIKE '%x%'`` (``_`` and ``%`` stay wildcards, and,
   unlike SQLite's own LIKE, it is case-sensitive as in PostgreSQL); ``regex``
-  is an unanchored, case-sensitive search, and an invalid pattern is INTERNAL;
+  is an unanchored, case-sensitive search in PostgreSQL's dialect (``\\y``,
+  ``[[:digit:]]``…), and an invalid pattern is INTERNAL with PostgreSQL's words;
 - jobs: unless ``include_finished``, only PENDING jobs;
 - frames: ``frame_range`` ``N`` / ``A-B`` compare numbers, anything else is a
   frame set matched number by number (over 1000 frames, or unparsable, and
@@ -77,10 +78,112 @@ def _cue_like(pattern: str | None, value: str | None) -> int:
     return int(_like_regex(pattern).fullmatch(value) is not None)
 
 
+# PostgreSQL's POSIX character classes, as Python character-class contents
+_PG_CLASSES = {
+    "alpha": "a-zA-Z", "digit": "0-9", "alnum": "a-zA-Z0-9", "upper": "A-Z", "lower": "a-z",
+    "space": r"\s", "blank": r" \t", "xdigit": "0-9A-Fa-f", "word": r"\w",
+    "cntrl": r"\x00-\x1f\x7f", "print": r"\x20-\x7e", "graph": r"\x21-\x7e",
+    "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+# PostgreSQL (ARE) escapes Python spells differently
+_PG_ESCAPES = {"y": r"\b", "Y": r"\B", "m": r"(?<!\w)(?=\w)", "M": r"(?<=\w)(?!\w)",
+               "e": r"\x1b"}
+_SAME_ESCAPES = set("dDsSwWAZntrfvxu0123456789") | set(r"\.^$|?*+()[]{}-/ ,'\"#&~@%!:;<=>_`")
+
+
+class PgRegexError(ValueError):
+    """A pattern PostgreSQL refuses; the message is PostgreSQL's."""
+
+
+def pg_regex(pattern: str) -> str:
+    """A PostgreSQL regular expression (the ``~`` operator's dialect) as a Python one.
+
+    CueGUI sends what a user types into its search boxes, so the dialect
+    matters: ``\\y`` (word boundary), ``\\m``/``\\M`` (word start/end) and the
+    POSIX classes ``[[:digit:]]`` etc. work as in PostgreSQL.
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise PgRegexError("invalid escape \\ sequence")
+            e = pattern[i + 1]
+            if e in _PG_ESCAPES:
+                out.append(_PG_ESCAPES[e])
+            elif e in _SAME_ESCAPES:
+                out.append(c + e)
+            else:
+                raise PgRegexError("invalid escape \\ sequence")
+            i += 2
+        elif c == "[":
+            j = i + 1
+            part = ["["]
+            if j < n and pattern[j] == "^":
+                part.append("^")
+                j += 1
+            if j < n and pattern[j] == "]":   # a leading ] is a literal
+                part.append(r"\]")
+                j += 1
+            while j < n and pattern[j] != "]":
+                if pattern.startswith("[:", j):
+                    end = pattern.find(":]", j + 2)
+                    if end < 0:
+                        raise PgRegexError("brackets [] not balanced")
+                    name = pattern[j + 2:end]
+                    if name not in _PG_CLASSES:
+                        raise PgRegexError("invalid character class")
+                    part.append(_PG_CLASSES[name])
+                    j = end + 2
+                elif pattern[j] == "\\" and j + 1 < n:
+                    part.append(pattern[j:j + 2])
+                    j += 2
+                elif pattern[j] == "[":
+                    part.append(r"\[")
+                    j += 1
+                else:
+                    part.append(pattern[j])
+                    j += 1
+            if j >= n:
+                raise PgRegexError("brackets [] not balanced")
+            out.append("".join(part) + "]")
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    translated = "".join(out)
+    try:
+        re.compile(translated)
+    except re.error as e:
+        raise PgRegexError(_pg_reason(e.msg)) from None
+    return translated
+
+
+def _pg_reason(python_message: str) -> str:
+    """Python's complaint about a pattern in PostgreSQL's words."""
+    if "parenthes" in python_message or "subpattern" in python_message:
+        return "parentheses () not balanced"
+    if "character set" in python_message:
+        return "brackets [] not balanced"
+    if "repeat" in python_message:
+        return ("invalid repetition count(s)" if "greater than" in python_message
+                else "quantifier operand invalid")
+    if "escape" in python_message:
+        return "invalid escape \\ sequence"
+    return python_message
+
+
+_PG_CACHE: dict[str, "re.Pattern[str]"] = {}
+
+
 def _cue_regexp(pattern: str | None, value: str | None) -> int:
     if pattern is None or value is None:
         return 0
-    return int(re.search(pattern, value) is not None)
+    compiled = _PG_CACHE.get(pattern)
+    if compiled is None:
+        compiled = _PG_CACHE[pattern] = re.compile(pg_regex(pattern))
+    return int(compiled.search(value) is not None)
 
 
 def install_functions(db: sqlite3.Connection) -> None:
@@ -92,8 +195,8 @@ def install_functions(db: sqlite3.Connection) -> None:
 def check_regex(pattern: str) -> None:
     """An invalid regex fails the query in PostgreSQL: INTERNAL, with its message."""
     try:
-        re.compile(pattern)
-    except re.error as e:
+        pg_regex(pattern)
+    except PgRegexError as e:
         text = f"ERROR: invalid regular expression: {e}"
         raise internal(DATA_INTEGRITY, f"PreparedStatementCallback; {text}; nested exception "
                                        f"is org.postgresql.util.PSQLException: {text}") from None
@@ -178,9 +281,8 @@ def _frame_set_clause(w: Where, text: str) -> None:
     else:
         try:
             numbers = frameset.parse(text)
-        except frameset.FrameSetError:
-            raise internal("java.lang.IllegalArgumentException",
-                           f"invalid frame set: {text}") from None
+        except frameset.FrameSetError as e:
+            raise internal("java.lang.IllegalArgumentException", str(e)) from None
         if not numbers or len(numbers) > FRAME_SET_MAX:
             raise broken_query()
         w.add("f.number IN (" + ",".join("?" * len(numbers)) + ")", *numbers)

@@ -8,6 +8,7 @@ Allocation messages in requests are found by id, else by facility + name
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from opencue_proto import facility_pb2, host_pb2, subscription_pb2
@@ -18,6 +19,14 @@ from .servant import Reply, Servant, internal, missing, not_found
 from .store import new_id
 
 CUE_GRPC_EXCEPTION = "com.imageworks.spcue.servant.CueGrpcException"
+log = logging.getLogger("gateway.sandbox")
+
+
+def move_host(store: Any, host_id: str, alloc: Any) -> None:
+    """A host into another allocation: its ALLOC tag becomes the allocation's tag."""
+    store.run("UPDATE host SET alloc_id = ? WHERE id = ?", (alloc["id"], host_id))
+    store.run("DELETE FROM host_tag WHERE host_id = ? AND type = 'ALLOC'", (host_id,))
+    store.insert("host_tag", host_id=host_id, tag=alloc["tag"], type="ALLOC")
 
 
 def alloc_of(store: Any, msg: Any) -> Any:
@@ -96,6 +105,35 @@ class AllocationServant(Servant):
                               (request.allocation.id,))
         return dict(hosts=host_pb2.HostSeq(
             hosts=M.hosts(self.store, rows)))
+
+    def FindHosts(self, request: Any, context: Any) -> Reply:
+        """Cuebot adds the allocation's *id* to the criteria's allocation *names*: kept, so
+        only an id that is also a name (``local.general`` sent as the id) finds anything."""
+        from .hostsearch import find_hosts
+
+        r = host_pb2.HostSearchCriteria()
+        r.CopyFrom(request.r)
+        r.allocs.append(request.allocation.id)
+        return dict(hosts=host_pb2.HostSeq(hosts=M.hosts(self.store, find_hosts(self.store, r))))
+
+    def ReparentHosts(self, request: Any, context: Any) -> Reply:
+        """Queued in Cuebot: answers OK, moves the hosts in order and stops (logged) at the
+        first with running procs; an allocation id that does not exist moves nothing."""
+        with self.store.tx():
+            alloc = self.store.one("SELECT * FROM alloc WHERE id = ?", (request.allocation.id,))
+            if alloc is None:
+                log.warning("ReparentHosts: no allocation %s", request.allocation.id)
+                return None
+            for msg in request.hosts.hosts:
+                host = self.store.one("SELECT * FROM host WHERE id = ?", (msg.id,))
+                if host is None:
+                    continue
+                if self.store.one("SELECT 1 FROM proc WHERE host_id = ? LIMIT 1", (host["id"],)):
+                    log.warning("ReparentHosts: %s has running procs; it and the hosts after "
+                                "it stay where they are", host["name"])
+                    break
+                move_host(self.store, host["id"], alloc)
+        return None
 
     def GetSubscriptions(self, request: Any,
                          context: Any) -> Reply:
@@ -211,11 +249,9 @@ class SubscriptionServant(Servant):
     def SetBurst(self, request: Any,
                  context: Any) -> Reply:
         with self.store.tx():
+            # no check: Cuebot's guard is a trigger on growing usage, so a burst below what
+            # runs is stored, and booking on the subscription stops until usage drops
             sub = self._sub(request.subscription)
-            used = self._one(sub).reserved_cores
-            if request.burst < used:
-                raise internal("com.imageworks.spcue.dao.postgres.SubscriptionDaoJdbc",
-                               "subscription has exceeded burst size")
             self.store.run("UPDATE subscription SET burst = ? WHERE id = ?",
                            (request.burst, sub["id"]))
         return None

@@ -12,8 +12,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from . import frameset
+from . import depends, frameset
 from .messages import join_tags, proc_name
+from .framelogs import FRAME_INFO_SQL, FrameLogs
+from .stats import Counters
 from .store import Store, new_id, now
 
 Row = sqlite3.Row
@@ -84,8 +86,10 @@ class FarmError(Exception):
 
 
 class Farm:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, logs: FrameLogs | None = None) -> None:
         self.store = store
+        self.counters = Counters()   # GetSystemStats' numbers, since this farm was opened
+        self.logs = logs             # where renders write their logs (None: nowhere)
 
     # -- lookups ----------------------------------------------------------
     def root_folder(self, show_id: str) -> Row:
@@ -178,7 +182,8 @@ class Farm:
             max_gpus=spec.max_gpus if spec.max_gpus is not None else 100,
             is_paused=int(spec.paused), auto_eat=int(spec.auto_eat),
             max_retries=0 if spec.auto_eat else spec.max_retries, os=spec.os,
-            log_dir=f"/shots/{show['name']}/{spec.shot}/logs/{spec.name}--{job_id}",
+            log_dir=(self.logs.job_dir(show["name"], spec.shot, spec.name, job_id) if self.logs
+                     else f"/shots/{show['name']}/{spec.shot}/logs/{spec.name}--{job_id}"),
             start_time=t)
         total = 0
         for order, layer in enumerate(spec.layers, start=1):
@@ -218,7 +223,8 @@ class Farm:
             limit = s.one("SELECT id FROM limit_record WHERE name = ?", (name,))
             if limit is None:
                 raise FarmError(f"limit {name} does not exist")
-            s.insert("layer_limit", layer_id=layer_id, limit_id=limit["id"])
+            s.run("INSERT OR IGNORE INTO layer_limit (layer_id, limit_id, source, created) "
+                  "VALUES (?, ?, 'SPEC', ?)", (layer_id, limit["id"], t))
         numbers = frameset.chunk_starts(frameset.parse(spec.range), spec.chunk)
         s.db.executemany(
             "INSERT INTO frame (id, layer_id, job_id, name, number, dispatch_order, state, "
@@ -230,23 +236,10 @@ class Farm:
 
     def depend_layer_on_layer(self, layer_id: str, on_layer_id: str) -> str:
         """LAYER_ON_LAYER: every frame of ``layer_id`` waits for all of ``on_layer_id``."""
-        s = self.store
-        er = s.one("SELECT job_id FROM layer WHERE id = ?", (layer_id,))
-        on = s.one("SELECT job_id FROM layer WHERE id = ?", (on_layer_id,))
-        dep_id = new_id()
-        s.insert("depend", id=dep_id, type="LAYER_ON_LAYER",
-                 target="INTERNAL" if er["job_id"] == on["job_id"] else "EXTERNAL",
-                 er_job_id=er["job_id"], er_layer_id=layer_id, on_job_id=on["job_id"],
-                 on_layer_id=on_layer_id)
-        unfinished = s.one("SELECT COUNT(*) AS n FROM frame WHERE layer_id = ? AND state NOT IN "
-                           "('SUCCEEDED', 'EATEN')", (on_layer_id,))["n"]
-        if unfinished:
-            s.run("UPDATE frame SET depend_count = depend_count + 1, state = CASE WHEN state IN "
-                  "('WAITING', 'DEPEND') THEN 'DEPEND' ELSE state END WHERE layer_id = ?",
-                  (layer_id,))
-        else:
-            s.run("UPDATE depend SET active = 0 WHERE id = ?", (dep_id,))
-        return dep_id
+        er = self.store.one("SELECT job_id FROM layer WHERE id = ?", (layer_id,))
+        on = self.store.one("SELECT job_id FROM layer WHERE id = ?", (on_layer_id,))
+        return depends.create(self, "LAYER_ON_LAYER", depends.Side(er["job_id"], layer_id),
+                              depends.Side(on["job_id"], on_layer_id))
 
     # -- running frames ---------------------------------------------------
     def book(self, frame_id: str, host_id: str, *, cores: int | None = None,
@@ -276,7 +269,22 @@ class Farm:
               "updated_time = ? WHERE id = ?",
               (t, mem, frame["min_gpu_memory"], mem // 2,
                proc_name(host["name"], core_units, gpus), t, now(), frame_id))
+        if self.logs is not None:
+            self.logs.start(self.frame_info(frame_id), host["name"], core_units, t)
         return proc_id
+
+    def frame_info(self, frame_id: str) -> Row:
+        """What a frame's log names (job, layer, command, ids)."""
+        return self.store.one(FRAME_INFO_SQL, (frame_id,))
+
+    def _log_end(self, frame: Row, proc: Row | None, t: int, exit_status: int,
+                 signal: int = 0, kill_message: str = "") -> None:
+        if self.logs is None or proc is None:
+            return
+        host = self.store.one("SELECT name FROM host WHERE id = ?", (proc["host_id"],))
+        self.logs.finish(self.frame_info(frame["id"]), host["name"] if host else "",
+                         frame["start_time"] or t, t, exit_status, signal, proc["max_rss"],
+                         kill_message)
 
     def release(self, proc_id: str) -> Row | None:
         """Remove a proc and give its resources back to the host; the proc row as it was."""
@@ -292,7 +300,8 @@ class Farm:
         return proc
 
     def finish_run(self, frame_id: str, state: str, exit_status: int,
-                   stopped: int | None = None) -> None:
+                   stopped: int | None = None, *, signal: int = 0,
+                   kill_message: str = "") -> None:
         """End a frame's run: SUCCEEDED, DEAD or back to WAITING, with Cuebot's counters.
 
         The proc (if any) is released. Counters: rendered (exit 0) or failed
@@ -306,6 +315,7 @@ class Farm:
         seconds = max(0, t - frame["start_time"]) if frame["start_time"] else 0
         core_sec = seconds * core_units // 100
         rss = proc["max_rss"] if proc else frame["max_rss"]
+        self._log_end(frame, proc, t, exit_status, signal, kill_message)
         if proc:
             self.release(proc["id"])
         state = settled(state, frame["depend_count"])
@@ -330,56 +340,63 @@ class Farm:
 
     # -- depends ----------------------------------------------------------
     def satisfy(self, depend_id: str) -> bool:
-        """Mark a depend satisfied: its frames' depend counts drop, those at 0 go WAITING.
+        """Satisfy a depend as Cuebot does; False if nothing changed.
 
-        The frames a depend holds are its "er" side: one frame, every frame of
-        a layer, or every frame of a job. False if it was not active.
+        A FRAME_BY_FRAME container satisfies its active children and stays
+        as it is; other containers (PREVIOUS_FRAME) cannot be satisfied at
+        all. Any other active depend goes inactive and its frames' depend
+        counts drop (a DEPEND frame reaching 0 is WAITING).
         """
         s = self.store
         dep = s.one("SELECT * FROM depend WHERE id = ?", (depend_id,))
-        if dep is None or not dep["active"]:
+        if dep is None:
             return False
-        s.run("UPDATE depend SET active = 0 WHERE id = ?", (depend_id,))
-        if dep["type"] in ("FRAME_BY_FRAME", "PREVIOUS_FRAME"):
-            # holds nothing itself: its FRAME_ON_FRAME children (see depends.py) do
-            for child in s.all("SELECT id FROM depend WHERE active = 1 AND type = "
-                               "'FRAME_ON_FRAME' AND er_layer_id = ? AND on_layer_id = ?",
-                               (dep["er_layer_id"], dep["on_layer_id"])):
+        if dep["type"] == "FRAME_BY_FRAME":
+            children = s.all("SELECT id FROM depend WHERE parent_id = ? AND active = 1 AND "
+                             "er_job_id = ? AND on_job_id = ?",
+                             (depend_id, dep["er_job_id"], dep["on_job_id"]))
+            for child in children:
                 self.satisfy(child["id"])
-            return True
-        if dep["er_frame_id"]:
-            where, key = "id = ?", dep["er_frame_id"]
-        elif dep["er_layer_id"]:
-            where, key = "layer_id = ?", dep["er_layer_id"]
-        else:
-            where, key = "job_id = ?", dep["er_job_id"]
-        t = now()
-        s.run(f"UPDATE frame SET depend_count = MAX(depend_count - 1, 0), updated_time = ? "
-              f"WHERE {where}", (t, key))
-        s.run(f"UPDATE frame SET state = 'WAITING', eligible_time = ? WHERE {where} "
-              f"AND depend_count = 0 AND state = 'DEPEND'", (t, key))
+            return bool(children)
+        if dep["composite"] or not dep["active"]:
+            return False
+        s.run("UPDATE depend SET active = 0, signature = id WHERE id = ?", (depend_id,))
+        where = depends.er_where(dep)
+        if where is not None:
+            depends.release(self, *where)
         return True
 
+    def what_depends_on_frame(self, frame: Row, active: bool = True) -> list[Row]:
+        """Depends waiting on this frame (and any-frame LAYER_ON_LAYER on its layer)."""
+        return self.store.all(
+            f"SELECT * FROM depend WHERE active = ? AND on_job_id = ? AND ((on_frame_id = ? AND "
+            f"type IN {depends.sql_list(depends.ON_FRAME_TYPES)}) OR (on_layer_id = ? AND "
+            f"type = 'LAYER_ON_LAYER' AND any_frame = 1)) ORDER BY seq",
+            (int(active), frame["job_id"], frame["id"], frame["layer_id"]))
+
+    def what_depends_on_layer(self, layer_id: str, active: bool = True) -> list[Row]:
+        return self.store.all(
+            f"SELECT * FROM depend WHERE active = ? AND on_layer_id = ? AND type IN "
+            f"{depends.sql_list(depends.ON_LAYER_TYPES)} ORDER BY seq", (int(active), layer_id))
+
+    def what_depends_on_job(self, job_id: str) -> list[Row]:
+        return self.store.all(
+            f"SELECT * FROM depend WHERE active = 1 AND on_job_id = ? AND type IN "
+            f"{depends.sql_list(depends.ON_JOB_TYPES)} ORDER BY seq", (job_id,))
+
     def frame_succeeded(self, frame_id: str) -> None:
-        """Satisfy what waited on this frame, on its layer once done, on its job once done."""
+        """Satisfy what waited on this frame, and on its layer once that is complete.
+
+        Depends on the job are satisfied when the job finishes (check_job_done).
+        """
         s = self.store
         frame = s.one("SELECT id, layer_id, job_id, state FROM frame WHERE id = ?", (frame_id,))
         if frame["state"] != "SUCCEEDED":  # held back to DEPEND (see settled): not done yet
             return
-        done = "state IN ('SUCCEEDED', 'EATEN')"
-        targets = [("on_frame_id", frame_id)]
-        if s.one(f"SELECT 1 FROM frame WHERE layer_id = ? AND NOT {done} LIMIT 1",
-                 (frame["layer_id"],)) is None:
-            targets.append(("on_layer_id", frame["layer_id"]))
-            if s.one(f"SELECT 1 FROM frame WHERE job_id = ? AND NOT {done} LIMIT 1",
-                     (frame["job_id"],)) is None:
-                targets.append(("on_job_id", frame["job_id"]))
-        for column, key in targets:
-            extra = "" if column == "on_frame_id" else (
-                " AND on_frame_id IS NULL" if column == "on_layer_id"
-                else " AND on_frame_id IS NULL AND on_layer_id IS NULL")
-            for dep in s.all(f"SELECT id FROM depend WHERE active = 1 AND {column} = ?{extra}",
-                             (key,)):
+        for dep in self.what_depends_on_frame(frame):
+            self.satisfy(dep["id"])
+        if depends.layer_complete(self, frame["layer_id"]):
+            for dep in self.what_depends_on_layer(frame["layer_id"]):
                 self.satisfy(dep["id"])
 
     def update_job_state(self, job_id: str) -> str:
@@ -424,7 +441,7 @@ class Farm:
         if self.store.one("SELECT 1 FROM proc WHERE frame_id = ?", (frame_id,)) is None:
             return False
         state = self.failed_state(frame_id)
-        self.finish_run(frame_id, state, 1)
+        self.finish_run(frame_id, state, 1, signal=9, kill_message="Frame killed by request")
         if state == "EATEN":
             self.check_job_done(self._job_of(frame_id))
         return True
@@ -433,8 +450,10 @@ class Farm:
         """End a frame's render, if any (proc released, not counted), and set ``state``."""
         s = self.store
         t = now()
-        proc = s.one("SELECT id FROM proc WHERE frame_id = ?", (frame_id,))
+        proc = s.one("SELECT * FROM proc WHERE frame_id = ?", (frame_id,))
         if proc is not None:
+            frame = s.one("SELECT * FROM frame WHERE id = ?", (frame_id,))
+            self._log_end(frame, proc, t, 1, 9, f"Killed by Cuebot (frame {state.lower()})")
             self.release(proc["id"])
             s.run("UPDATE frame SET stop_time = ?, llu_time = ? WHERE id = ?", (t, t, frame_id))
         held = s.one("SELECT depend_count FROM frame WHERE id = ?", (frame_id,))
@@ -452,11 +471,9 @@ class Farm:
         """
         frame = self.store.one("SELECT * FROM frame WHERE id = ?", (frame_id,))
         self.stop_frame(frame_id, "DEPEND" if frame["depend_count"] > 0 else "WAITING")
-        for dep in self.store.all(
-                "SELECT id FROM depend WHERE active = 0 AND ((type = 'FRAME_ON_FRAME' AND "
-                "on_frame_id = ?) OR (type = 'LAYER_ON_LAYER' AND on_layer_id = ?))",
-                (frame_id, frame["layer_id"])):
-            self.activate(dep["id"])
+        for dep in (self.what_depends_on_frame(frame, active=False)
+                    + self.what_depends_on_layer(frame["layer_id"], active=False)):
+            self.unsatisfy(dep["id"])
         self.reopen_job(frame["job_id"])
 
     def eat_frame(self, frame_id: str) -> None:
@@ -474,32 +491,30 @@ class Farm:
             "llu_time = ?, eligible_time = ? WHERE id = ? AND state = 'DEPEND'",
             (t, t, t, frame_id)) == 1
 
-    def activate(self, depend_id: str) -> bool:
-        """Re-activate a satisfied depend: its frames count it again (WAITING -> DEPEND)."""
+    def unsatisfy(self, depend_id: str) -> bool:
+        """Depend.Unsatisfy: only FRAME_ON_FRAME and LAYER_ON_LAYER come back.
+
+        Their frames count the depend again (WAITING, SUCCEEDED, DEAD frames go DEPEND).
+        """
         s = self.store
         dep = s.one("SELECT * FROM depend WHERE id = ?", (depend_id,))
-        if dep is None or dep["active"]:
+        if dep is None or dep["active"] or dep["type"] not in ("FRAME_ON_FRAME",
+                                                               "LAYER_ON_LAYER"):
             return False
         s.run("UPDATE depend SET active = 1 WHERE id = ?", (depend_id,))
-        where, key = self._er_side(dep)
-        s.run(f"UPDATE frame SET depend_count = depend_count + 1, updated_time = ?, state = "
-              f"CASE WHEN state = 'WAITING' THEN 'DEPEND' ELSE state END WHERE {where}",
-              (now(), key))
+        where = depends.er_where(dep)
+        if where is not None:
+            depends.hold(self, *where)
         return True
 
-    def unsatisfy(self, depend_id: str) -> bool:
-        """Depend.Unsatisfy: only FRAME_ON_FRAME and LAYER_ON_LAYER come back."""
-        dep = self.store.one("SELECT type FROM depend WHERE id = ?", (depend_id,))
-        if dep is None or dep["type"] not in ("FRAME_ON_FRAME", "LAYER_ON_LAYER"):
-            return False
-        return self.activate(depend_id)
-
     def reopen_job(self, job_id: str) -> None:
-        """A FINISHED job is PENDING again (its name taken back unless relaunched meanwhile)."""
-        self.store.run(
-            "UPDATE job SET state = 'PENDING', stop_time = 0, visible_name = CASE WHEN EXISTS "
-            "(SELECT 1 FROM job o WHERE o.visible_name = job.name) THEN NULL ELSE name END "
-            "WHERE id = ? AND state = 'FINISHED'", (job_id,))
+        """A FINISHED job is PENDING again; as in Cuebot only the state changes.
+
+        Its visible name stays released and its stop time set, so look-ups by
+        name (FindJob, FindLayer, FindFrame, Frame.GetFrames) no longer find it.
+        """
+        self.store.run("UPDATE job SET state = 'PENDING' WHERE id = ? AND state = 'FINISHED'",
+                       (job_id,))
 
     def check_job_done(self, job_id: str) -> str:
         """update_job_state, and when that finishes the job, satisfy what waited on it."""
@@ -510,9 +525,8 @@ class Farm:
         return state
 
     def satisfy_depends_on_job(self, job_id: str) -> None:
-        """Other jobs' work waiting on this one is released (its own frames keep their state)."""
-        for dep in self.store.all("SELECT id FROM depend WHERE active = 1 AND on_job_id = ? "
-                                  "AND er_job_id IS NOT ?", (job_id, job_id)):
+        """What waits on the job as a whole (JOB/LAYER/FRAME_ON_JOB) is released."""
+        for dep in self.what_depends_on_job(job_id):
             self.satisfy(dep["id"])
 
     def kill_job(self, job_id: str) -> bool:
@@ -545,6 +559,7 @@ class Farm:
         proc = self.store.one("SELECT frame_id FROM proc WHERE id = ?", (proc_id,))
         if proc is None:
             return
+        self.counters.cleared_procs += 1
         if proc["frame_id"]:
             self.stop_frame(proc["frame_id"], "WAITING")
         else:
@@ -561,12 +576,3 @@ class Farm:
 
     def _job_of(self, frame_id: str) -> str:
         return self.store.one("SELECT job_id FROM frame WHERE id = ?", (frame_id,))["job_id"]
-
-    @staticmethod
-    def _er_side(dep: Row) -> tuple[str, str]:
-        """The frames a depend holds: one frame, every frame of a layer, or of a job."""
-        if dep["er_frame_id"]:
-            return "id = ?", dep["er_frame_id"]
-        if dep["er_layer_id"]:
-            return "layer_id = ?", dep["er_layer_id"]
-        return "job_id = ?", dep["er_job_id"]

@@ -33,18 +33,19 @@ def parse(text: str) -> list[int]:
                 raise FrameSetError(f"frame range {text!r} has more than {MAX_FRAMES} frames")
 
     if not text or not text.strip():
-        raise FrameSetError("empty frame range")
+        raise FrameSetError(f"unrecognized frame range syntax {text}")
     for part in text.split(","):
         m = _PART.match(part)
-        if not m:
-            raise FrameSetError(f"invalid frame range {part.strip()!r}")
+        if not m:  # Cuebot's FrameRange words it so (an IllegalArgumentException)
+            raise FrameSetError(f"unrecognized frame range syntax {part}")
         a = int(m.group(1))
         if m.group(2) is None:
             add(a)
             continue
         b, op, step = int(m.group(2)), m.group(3), int(m.group(4) or 1)
         if step <= 0:
-            raise FrameSetError(f"invalid step in frame range {part.strip()!r}")
+            raise FrameSetError("step cannot be zero" if step == 0 else
+                                f"unrecognized frame range syntax {part}")
         if op in (None, "x"):
             for n in _span(a, b, step):
                 add(n)

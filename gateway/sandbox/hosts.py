@@ -7,8 +7,8 @@ RPC names its host/owner/proc/deed by id and a missing one is INTERNAL with
 Spring's EmptyResultDataAccessException text (Owner.TakeOwnership finds its
 host by *name*). Quirks kept because clients meet them on a real Cuebot:
 
-- tags: AddTags adds each non-empty tag (trimmed) as MANUAL, duplicates
-  included; RemoveTags and RenameTag never touch the ALLOC tag; listings
+- tags: AddTags adds each non-empty tag (trimmed after that check, so a
+  blank one is added empty) as MANUAL, duplicates included; RemoveTags and RenameTag never touch the ALLOC tag; listings
   order tags by type (ALLOC, HARDWARE, HOSTNAME, MANUAL), then name;
 - Lock/Unlock succeed at once: there is no RQD to tell (Cuebot would fail
   if it could not reach one); Reboot/RebootWhenIdle only set the state;
@@ -26,6 +26,7 @@ from typing import Any
 from opencue_proto import comment_pb2, host_pb2, renderPartition_pb2
 
 from . import messages as M
+from . import redirect, whiteboard
 from .common import find_one
 from .hostsearch import find_hosts, find_procs
 from .servant import Reply, Servant, internal, missing
@@ -93,9 +94,48 @@ class HostServant(Servant):
         return dict(deed=M.deeds(self.store, [row])[0])
 
     def GetRenderPartitions(self, request: Any, context: Any) -> Reply:
-        """The sandbox has no local render partitions (AddRenderPartition is not served)."""
-        _by_id(self.store, "host", request.host.id)
-        return dict(render_partitions=renderPartition_pb2.RenderPartitionSeq())
+        from .partitions import partition_messages
+
+        host = _by_id(self.store, "host", request.host.id)
+        rows = self.store.all("SELECT * FROM host_local WHERE host_id = ? ORDER BY seq",
+                              (host["id"],))
+        return dict(render_partitions=renderPartition_pb2.RenderPartitionSeq(
+            render_partitions=partition_messages(self.store, rows)))
+
+    def GetHostWhiteboard(self, request: Any, context: Any) -> Reply:
+        return dict(nested_hosts=whiteboard.host_whiteboard(self.store))
+
+    def RedirectToJob(self, request: Any, context: Any) -> Reply:
+        """Every named proc (by id) is redirected to the job and killed; then it is booked."""
+        with self.store.tx():
+            procs = [_by_id(self.store, "proc", key) for key in request.proc_names]
+            job = _by_id(self.store, "job", request.job_id)
+            for proc in procs:
+                redirect.set_redirect(self.farm, proc["id"], "JOB", job["id"])
+            hosts = list(dict.fromkeys(p["host_id"] for p in procs))
+            for proc in procs:
+                self.farm.kill_proc(proc["id"])
+            for host_id in hosts:
+                redirect.follow(self.farm, host_id, "JOB", job["id"], now())
+        return dict(value=True)
+
+    def _restart_rqd(self, request: Any, state: str) -> None:
+        """Cuebot marks the host before telling its RQD; a host that is not UP is refused."""
+        with self.store.tx():
+            host = _by_id(self.store, "host", request.host.id)
+            if host["state"] != "UP":
+                raise internal("java.lang.IllegalStateException",
+                               f"Cannot restart RQD on {host['name']}: the host is "
+                               f"{host['state']}, not UP")
+            self.store.run("UPDATE host SET state = ? WHERE id = ?", (state, host["id"]))
+
+    def RestartRqdNow(self, request: Any, context: Any) -> Reply:
+        self._restart_rqd(request, "REBOOTING")
+        return None
+
+    def RestartRqdWhenIdle(self, request: Any, context: Any) -> Reply:
+        self._restart_rqd(request, "REBOOT_WHEN_IDLE")
+        return None
 
     # -- state ---------------------------------------------------------------
     def _set(self, request: Any, column: str, value: Any) -> None:
@@ -138,10 +178,9 @@ class HostServant(Servant):
             if self.store.one("SELECT 1 FROM proc WHERE host_id = ? LIMIT 1", (host["id"],)):
                 raise internal(MODIFICATION_ERROR, "You cannot move hosts with running procs "
                                                    "between allocations.")
-            self.store.run("UPDATE host SET alloc_id = ? WHERE id = ?", (alloc["id"], host["id"]))
-            self.store.run("DELETE FROM host_tag WHERE host_id = ? AND type = 'ALLOC'",
-                           (host["id"],))
-            self.store.insert("host_tag", host_id=host["id"], tag=alloc["tag"], type="ALLOC")
+            from .facility import move_host
+
+            move_host(self.store, host["id"], alloc)
         return None
 
     def Delete(self, request: Any, context: Any) -> Reply:
@@ -157,9 +196,10 @@ class HostServant(Servant):
     def AddTags(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
             host = _by_id(self.store, "host", request.host.id)
-            for tag in (t.strip() for t in request.tags):
-                if tag:  # trimmed first: a blank tag is skipped, as in Cuebot
-                    self.store.insert("host_tag", host_id=host["id"], tag=tag, type="MANUAL")
+            for tag in request.tags:
+                if tag:  # Cuebot skips "" but trims after: "  " becomes an empty tag
+                    self.store.insert("host_tag", host_id=host["id"], tag=tag.strip(),
+                                      type="MANUAL")
         return None
 
     def RemoveTags(self, request: Any, context: Any) -> Reply:
@@ -294,6 +334,7 @@ class ProcServant(Servant):
         with self.store.tx():
             proc = self._proc(request.proc)
             self.store.run("UPDATE proc SET unbooked = 1 WHERE id = ?", (proc["id"],))
+            self.farm.counters.unbooked_procs += 1
             if request.kill:
                 self.farm.kill_proc(proc["id"])
         return None
@@ -304,6 +345,7 @@ class ProcServant(Servant):
             rows = find_procs(self.store, request.r, order="p.booked_time")
             for proc in rows:
                 self.store.run("UPDATE proc SET unbooked = 1 WHERE id = ?", (proc["id"],))
+                self.farm.counters.unbooked_procs += 1
                 if request.kill:
                     self.farm.kill_proc(proc["id"])
         return dict(num_procs=len(rows))
@@ -312,9 +354,60 @@ class ProcServant(Servant):
         """The proc is booked again; True if a redirect was dropped."""
         with self.store.tx():
             proc = self._proc(request.proc)
-            self.store.run("UPDATE proc SET unbooked = 0, redirect_target = '' WHERE id = ?",
-                           (proc["id"],))
-        return dict(value=bool(proc["redirect_target"]))
+            self.store.run("UPDATE proc SET unbooked = 0, redirect_target = '', redirect_kind = "
+                           "'', redirect_id = '' WHERE id = ?", (proc["id"],))
+        return dict(value=bool(proc["redirect_kind"]))
+
+    def _redirect(self, request: Any, kind: str, target: Any) -> Reply:
+        with self.store.tx():
+            proc = self._proc(request.proc)
+            if not redirect.could_run(self.store, proc, kind, target["id"]):
+                return dict(value=False)
+            redirect.set_redirect(self.farm, proc["id"], kind, target["id"])
+            if request.kill:
+                redirect.kill_and_follow(self.farm, self._proc(request.proc), now())
+        return dict(value=True)
+
+    def RedirectToJob(self, request: Any, context: Any) -> Reply:
+        self._proc(request.proc)
+        return self._redirect(request, "JOB", _by_id(self.store, "job", request.job_id))
+
+    def RedirectToGroup(self, request: Any, context: Any) -> Reply:
+        self._proc(request.proc)
+        return self._redirect(request, "GROUP", _by_id(self.store, "folder", request.group_id))
+
+    def _unbook_to(self, request: Any, kind: str, targets: list[str], skip: str) -> Reply:
+        if not request.r.max_results:
+            message = ("You must specify the number of procs to unbook within the "
+                       "ProcSearchCriteria.")
+            raise internal("java.lang.RuntimeException", message)
+        if not targets:
+            return dict(num_procs=0)
+        with self.store.tx():
+            marks = ",".join("?" * len(targets))
+            procs = [p for p in find_procs(self.store, request.r, order="p.booked_time")
+                     if not p["unbooked"] and not self.store.one(
+                         f"SELECT 1 FROM job WHERE id = ? AND {skip} IN ({marks})",
+                         (p["job_id"], *targets))]
+            for n, proc in enumerate(procs):
+                redirect.set_redirect(self.farm, proc["id"], kind, targets[n % len(targets)])
+            if request.kill:
+                for proc in procs:
+                    fresh = _by_id(self.store, "proc", proc["id"])
+                    redirect.kill_and_follow(self.farm, fresh, now())
+        return dict(num_procs=len(procs))
+
+    def UnbookToJob(self, request: Any, context: Any) -> Reply:
+        """Unknown jobs are skipped; with none left nothing happens (0)."""
+        jobs = [j.id for j in request.jobs.jobs
+                if self.store.one("SELECT 1 FROM job WHERE id = ?", (j.id,))]
+        return self._unbook_to(request, "JOB", jobs, "id")
+
+    def UnbookToGroup(self, request: Any, context: Any) -> Reply:
+        if request.r.max_results:
+            group = _by_id(self.store, "folder", request.group.id)
+            return self._unbook_to(request, "GROUP", [group["id"]], "folder_id")
+        return self._unbook_to(request, "GROUP", [], "folder_id")
 
 
 SERVANTS = [HostServant, OwnerServant, ProcServant, DeedServant]

@@ -15,10 +15,10 @@ name; ``memory_range`` (the first one) on reserved memory in KB, inclusive;
 ``duration_range`` (the first one) on seconds since the proc was dispatched;
 ``max_results`` (the first value) and ``first_result`` page through the rows
 as Cuebot numbers them (``first_result`` <= 1 is the first row). Listings are
-ordered by host name, then dispatch time. Two deliberate differences:
-Cuebot's own SQL for ``memory_range`` binds one value too many and fails,
-the sandbox applies the range instead; ``memory_greater_than`` and
-``memory_less_than`` are ignored by both.
+ordered by host name, then dispatch time. ``memory_greater_than`` and
+``memory_less_than`` (the first of each) both keep procs reserving *at least*
+that many KB: the proto declares both as GreaterThan criteria and Cuebot
+applies them so.
 """
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ def proc_where(r: Any) -> Where:
     w.any_equal("a.name", r.allocs)
     if r.memory_range:
         w.add("p.memory BETWEEN ? AND ?", r.memory_range[0].min, r.memory_range[0].max)
+    # both are GreaterThan criteria in the proto, so Cuebot applies both as "at least"
+    for criterion in (r.memory_less_than, r.memory_greater_than):
+        if criterion:
+            w.add("p.memory >= ?", criterion[0].value)
     if r.duration_range:
         w.add("(? - p.dispatch_time) BETWEEN ? AND ?", now(), r.duration_range[0].min,
               r.duration_range[0].max)

@@ -1,14 +1,26 @@
-"""job.JobInterface, job.FrameInterface, job.LayerInterface, job.GroupInterface and
-depend.DependInterface, as Cuebot's ManageJob/Frame/Layer/Group/Depend answer them.
+"""job.JobInterface and depend.DependInterface, as Cuebot's ManageJob/ManageDepend answer them
+(Frame, Layer and Group interfaces: frames.py, layers.py, groups.py).
 
 How a missing object fails differs by interface, and clients depend on it:
 
-- JobInterface: a job (by id in ``job``, or ``id``/``name`` of the lookups)
-  that does not exist is NOT_FOUND ``Job not found``, whatever the RPC;
+- JobInterface: a job (by id in ``job``) that does not exist is NOT_FOUND
+  ``Job not found``, whatever the RPC; so is anything else the RPC looks up
+  inside the servant's guard (the frame of CreateDependencyOnFrame, the
+  group of SetGroup). FindJob and GetJob pass Spring's text on:
+  NOT_FOUND ``Incorrect result size: expected 1, actual 0``. AddSubscriber
+  answers INTERNAL ``Failed to find job data``;
 - the other interfaces: lookups (GetFrame, FindFrame, GetLayer, FindLayer,
   GetGroup, FindGroup, GetDepend) are NOT_FOUND ``Incorrect result size:
   expected 1, actual 0``; every other RPC is INTERNAL with Spring's
   EmptyResultDataAccessException text.
+
+Depend listings follow Cuebot's whiteboard: the job's and layer's
+GetWhatDependsOnThis/GetWhatThisDependsOn leave out the frame-on-frame
+children of a FRAME_BY_FRAME depend (only the container is listed);
+DropDepends satisfies what the job (or layer, frame) depends on, for the
+requested target (INTERNAL by default, EXTERNAL, ANY_TARGET);
+MarkDoneFrames satisfies what waits on the matching frames without
+touching their state.
 
 Cuebot runs some mutations from a queue (Kill, Eat, Retry, Satisfy…) and
 answers OK before they happen; the sandbox applies them before answering,
@@ -25,59 +37,31 @@ from typing import Any, Sequence
 
 from opencue_proto import comment_pb2, depend_pb2, job_pb2
 
-from . import launchspec
+from . import depends, launchspec, ordering
 from . import messages as M
-from .common import find_one, whole_core_units
+from .common import by_id, cue_frame_set, depend_error, find_one, job_of, whole_core_units
 from .criteria import find_frames, find_jobs
-from .servant import Reply, Servant, illegal, internal, job_not_found, missing
+from .servant import Reply, Servant, illegal, internal, job_not_found, plain_internal
 from .store import Store, new_id, now
 
-MEM_RESERVED_MIN = 262144          # KB: Cuebot's floor for a layer's memory
-CORE_POINTS_RESERVED_MIN = 10      # units: below this a layer's min cores resets…
-CORE_POINTS_RESERVED_DEFAULT = 100  # …to one core
 UPDATED_FRAMES_MAX = 100
 UPDATED_FRAMES_WINDOW = 60         # seconds GetUpdatedFrames accepts
+MODIFICATION_ERROR = "com.imageworks.spcue.EntityModificationError"
 
 
-# ---------------------------------------------------------------------------
-# lookups
-# ---------------------------------------------------------------------------
-def job_of(store: Store, msg: Any) -> Any:
-    """The job a request's Job names, by id; missing -> NOT_FOUND ``Job not found``."""
-    row = store.one("SELECT * FROM job WHERE id = ?", (msg.id,)) if msg.id else None
-    if row is None:
-        raise job_not_found()
-    return row
-
-
-def _by_id(store: Store, table: str, key: str) -> Any:
-    """A frame/layer/group/depend a mutating RPC names; missing -> INTERNAL."""
-    row = store.one(f"SELECT * FROM {table} WHERE id = ?", (key,)) if key else None
-    if row is None:
-        raise missing()
-    return row
-
-
-def frame_of(store: Store, msg: Any) -> Any:
-    return _by_id(store, "frame", msg.id)
-
-
-def layer_of(store: Store, msg: Any) -> Any:
-    return _by_id(store, "layer", msg.id)
-
-
-def group_of(store: Store, msg: Any) -> Any:
-    return _by_id(store, "folder", msg.id)
-
-
-def core_units(cores: float) -> int:
-    """Cuebot's plain (not whole-core) conversion: cores x 100, rounded half up."""
-    return int(cores * 100 + 0.5)
-
-
-def _depends(store: Store, where: str, args: Sequence[Any]) -> depend_pb2.DependSeq:
+def depend_seq(store: Store, where: str, args: Sequence[Any]) -> depend_pb2.DependSeq:
     rows = store.all(f"SELECT * FROM depend WHERE {where} ORDER BY seq", args)
     return depend_pb2.DependSeq(depends=M.depends(store, rows))
+
+
+def one_depend(store: Store, dep_id: str) -> depend_pb2.Depend:
+    return M.depends(store, [store.one("SELECT * FROM depend WHERE id = ?", (dep_id,))])[0]
+
+
+def target_clause(target: int) -> str:
+    """DropDepends' DependTarget: INTERNAL (the default), EXTERNAL or ANY_TARGET."""
+    name = depend_pb2.DependTarget.Name(target)
+    return "" if name == "ANY_TARGET" else f" AND target = '{name}'"
 
 
 def _frames(store: Store, rows: Sequence[Any]) -> job_pb2.FrameSeq:
@@ -100,14 +84,13 @@ class JobServant(Servant):
         return dict(names=[r["name"] for r in find_jobs(self.store, request.r, "j.name")])
 
     def FindJob(self, request: Any, context: Any) -> Reply:
-        rows = self.store.all("SELECT * FROM job WHERE state = 'PENDING' AND name = ?",
-                              (request.name.lower(),))
-        if len(rows) != 1:
-            raise job_not_found()
-        return dict(job=M.jobs(self.store, rows)[0])
+        row = find_one(self.store, "SELECT * FROM job WHERE state = 'PENDING' AND name = ?",
+                       (request.name.lower(),))
+        return dict(job=M.jobs(self.store, [row])[0])
 
     def GetJob(self, request: Any, context: Any) -> Reply:
-        return dict(job=M.jobs(self.store, [job_of(self.store, request)])[0])
+        row = find_one(self.store, "SELECT * FROM job WHERE id = ?", (request.id,))
+        return dict(job=M.jobs(self.store, [row])[0])
 
     def IsJobPending(self, request: Any, context: Any) -> Reply:
         row = self.store.one("SELECT 1 FROM job WHERE state = 'PENDING' AND name = ?",
@@ -136,18 +119,19 @@ class JobServant(Servant):
 
     def GetDepends(self, request: Any, context: Any) -> Reply:
         job = job_of(self.store, request.job)
-        return dict(depends=_depends(self.store, "er_job_id = ? AND type != 'FRAME_ON_FRAME'",
-                                     (job["id"],)))
+        return dict(depends=depend_seq(self.store, "er_job_id = ? AND type != 'FRAME_ON_FRAME'",
+                                       (job["id"],)))
 
     def GetWhatDependsOnThis(self, request: Any, context: Any) -> Reply:
         job = job_of(self.store, request.job)
-        return dict(depends=_depends(self.store, "on_job_id = ?", (job["id"],)))
+        return dict(depends=depend_seq(self.store, "parent_id IS NULL AND on_job_id = ?",
+                                       (job["id"],)))
 
     def GetWhatThisDependsOn(self, request: Any, context: Any) -> Reply:
         job = job_of(self.store, request.job)
-        return dict(depends=_depends(
-            self.store, "er_job_id = ? AND er_layer_id IS NULL AND er_frame_id IS NULL",
-            (job["id"],)))
+        return dict(depends=depend_seq(
+            self.store, "parent_id IS NULL AND er_job_id = ? AND er_layer_id IS NULL AND "
+            "er_frame_id IS NULL", (job["id"],)))
 
     async def GetUpdatedFrames(self, request: Any, context: Any) -> Reply:
         job = job_of(self.store, request.job)
@@ -177,10 +161,12 @@ class JobServant(Servant):
     LaunchSpecAndWait = launchspec.launch_spec_and_wait
 
     # -- mutations -------------------------------------------------------------
-    def _set(self, request: Any, column: str, value: Any) -> None:
+    def _set(self, request: Any, column: str, value: Any, **more: Any) -> None:
+        values = {column: value, **more}
         with self.store.tx():
             job = job_of(self.store, request.job)
-            self.store.run(f"UPDATE job SET {column} = ? WHERE id = ?", (value, job["id"]))
+            sets = ", ".join(f"{c} = ?" for c in values)
+            self.store.run(f"UPDATE job SET {sets} WHERE id = ?", (*values.values(), job["id"]))
 
     def Pause(self, request: Any, context: Any) -> Reply:
         self._set(request, "is_paused", 1)
@@ -202,6 +188,153 @@ class JobServant(Servant):
         self._set(request, "max_cores", whole_core_units(request.val))
         return None
 
+    def SetMinGpus(self, request: Any, context: Any) -> Reply:
+        self._set(request, "min_gpus", request.val)
+        return None
+
+    def SetMaxGpus(self, request: Any, context: Any) -> Reply:
+        self._set(request, "max_gpus", request.val)
+        return None
+
+    def SetAutoEat(self, request: Any, context: Any) -> Reply:
+        """Auto-eat on also sets max retries to 0; off sets them to 1 (Cuebot's JobDao)."""
+        self._set(request, "auto_eat", int(request.value),
+                  max_retries=0 if request.value else 1)
+        return None
+
+    def SetMaxRetries(self, request: Any, context: Any) -> Reply:
+        ceiling = int(self.store.config("MAX_FRAME_RETRIES", "16") or 16)
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+            if request.max_retries < 0:
+                raise illegal("max retries must be greater than 0")
+            if request.max_retries > ceiling:
+                raise illegal(f"max retries must be less than {ceiling}")
+            self.store.run("UPDATE job SET max_retries = ? WHERE id = ?",
+                           (request.max_retries, job["id"]))
+        return None
+
+    def SetGroup(self, request: Any, context: Any) -> Reply:
+        """Into another group of the same show, taking every job default the group sets."""
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+            group = self.store.one("SELECT * FROM folder WHERE id = ?", (request.group_id,))
+            if group is None:
+                raise job_not_found()
+            if group["show_id"] != job["show_id"]:
+                raise internal(MODIFICATION_ERROR,
+                               "error moving job, cannot move jobs between shows")
+            self.farm.move_job(job["id"], group, ALL_JOB_DEFAULTS)
+        return None
+
+    def AddSubscriber(self, request: Any, context: Any) -> Reply:
+        """The address joins the job's e-mail list (Cuebot mails it when the job ends)."""
+        with self.store.tx():
+            job = self.store.one("SELECT * FROM job WHERE id = ?", (request.job.id,))
+            if job is None:
+                raise plain_internal("Failed to find job data")
+            emails = [e for e in job["email"].split(",") if e]
+            if request.subscriber not in emails:
+                emails.append(request.subscriber)
+            self.store.run("UPDATE job SET email = ? WHERE id = ?", (",".join(emails), job["id"]))
+        return None
+
+    def ShutdownIfCompleted(self, request: Any, context: Any) -> Reply:
+        """Finish the job if nothing is left to do (Cuebot's repair for a missed shutdown)."""
+        with self.store.tx():
+            self.farm.check_job_done(job_of(self.store, request.job)["id"])
+        return None
+
+    def RunFilters(self, request: Any, context: Any) -> Reply:
+        from .filters import apply_filters
+
+        with self.store.tx():
+            apply_filters(self.store, job_of(self.store, request.job)["id"])
+        return None
+
+    # -- depends ---------------------------------------------------------------
+    def _depend(self, request: Any, kind: str, on: Any) -> Reply:
+        """Create ``kind`` with the job as the depend-er; ``on(store)`` finds the other side."""
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+            other = on(self.store)
+            try:
+                dep_id = depends.create(self.farm, kind, depends.Side(job["id"]), other)
+            except depends.DependError as e:
+                raise depend_error(e) from None
+        return dict(depend=one_depend(self.store, dep_id))
+
+    def _side(self, table: str, key: str) -> Any:
+        """The depend-on side by id; a missing one is the servant's ``Job not found``."""
+        def find(store: Store) -> depends.Side:
+            row = store.one(f"SELECT * FROM {table} WHERE id = ?", (key,)) if key else None
+            if row is None:
+                raise job_not_found()
+            return depends.Side(row["job_id"] if table != "job" else row["id"],
+                                row["layer_id"] if table == "frame" else
+                                row["id"] if table == "layer" else None,
+                                row["id"] if table == "frame" else None)
+        return find
+
+    def CreateDependencyOnJob(self, request: Any, context: Any) -> Reply:
+        return self._depend(request, "JOB_ON_JOB", self._side("job", request.on_job.id))
+
+    def CreateDependencyOnLayer(self, request: Any, context: Any) -> Reply:
+        return self._depend(request, "JOB_ON_LAYER", self._side("layer", request.layer.id))
+
+    def CreateDependencyOnFrame(self, request: Any, context: Any) -> Reply:
+        return self._depend(request, "JOB_ON_FRAME", self._side("frame", request.frame.id))
+
+    def DropDepends(self, request: Any, context: Any) -> Reply:
+        """Satisfy what the job depends on (its layers' and frames' depends included)."""
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+            for dep in self.store.all(
+                    f"SELECT id FROM depend WHERE er_job_id = ? AND active = 1 AND parent_id IS "
+                    f"NULL{target_clause(request.target)} ORDER BY seq", (job["id"],)):
+                self.farm.satisfy(dep["id"])
+        return None
+
+    def MarkDoneFrames(self, request: Any, context: Any) -> Reply:
+        """What waits on the matching frames is satisfied; the frames keep their state."""
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+            for frame in find_frames(self.store, "f.job_id = ?", (job["id"],), request.req,
+                                     paged=False):
+                for dep in self.farm.what_depends_on_frame(frame):
+                    self.farm.satisfy(dep["id"])
+        return None
+
+    # -- dispatch order ---------------------------------------------------------
+    def _each_layer(self, request: Any) -> list[Any]:
+        job = job_of(self.store, request.job)
+        return self.store.all("SELECT * FROM layer WHERE job_id = ? ORDER BY dispatch_order",
+                              (job["id"],))
+
+    def ReorderFrames(self, request: Any, context: Any) -> Reply:
+        with self.store.tx():
+            layers = self._each_layer(request)
+            numbers = cue_frame_set(request.range)
+            order = job_pb2.Order.Name(request.order)
+            for layer in layers:
+                ordering.reorder_layer(self.store, layer, numbers, order)
+        return None
+
+    def StaggerFrames(self, request: Any, context: Any) -> Reply:
+        with self.store.tx():
+            for layer in self._each_layer(request):
+                if not ordering.stagger_layer(self.store, layer, request.range, request.stagger):
+                    break  # Cuebot's queued command stops at the first failing layer
+        return None
+
+    # -- local booking ----------------------------------------------------------
+    def AddRenderPartition(self, request: Any, context: Any) -> Reply:
+        from .partitions import add_render_partition
+
+        with self.store.tx():
+            job = job_of(self.store, request.job)
+        return add_render_partition(self.farm, request, "JOB_PARTITION", job_id=job["id"])
+
     def Kill(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
             job = job_of(self.store, request.job)
@@ -217,12 +350,12 @@ class JobServant(Servant):
                               subject=c.subject, message=c.message, timestamp=now())
         return None
 
-    def _bulk(self, request: Any, action: Any) -> None:
+    def _bulk(self, request: Any, action: Any, req: Any = None) -> None:
         """Apply ``action(frame_row)`` to every frame matching ``req`` (no paging)."""
         with self.store.tx():
             job = job_of(self.store, request.job)
-            for frame in find_frames(self.store, "f.job_id = ?", (job["id"],), request.req,
-                                     paged=False):
+            for frame in find_frames(self.store, "f.job_id = ?", (job["id"],),
+                                     request.req if req is None else req, paged=False):
                 action(frame)
 
     def EatFrames(self, request: Any, context: Any) -> Reply:
@@ -234,216 +367,15 @@ class JobServant(Servant):
         return None
 
     def KillFrames(self, request: Any, context: Any) -> Reply:
-        self._bulk(request, lambda f: self.farm.kill_frame(f["id"]))
+        """Cuebot drops the ``states`` filter before it looks for procs to kill."""
+        req = job_pb2.FrameSearchCriteria()
+        req.CopyFrom(request.req)
+        req.ClearField("states")
+        self._bulk(request, lambda f: self.farm.kill_frame(f["id"]), req)
         return None
 
     def MarkAsWaiting(self, request: Any, context: Any) -> Reply:
         self._bulk(request, lambda f: self.farm.mark_as_waiting(f["id"]))
-        return None
-
-
-# ---------------------------------------------------------------------------
-class FrameServant(Servant):
-    SERVICE = "job.FrameInterface"
-
-    def GetFrame(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store, "SELECT * FROM frame WHERE id = ?", (request.id,))
-        return dict(frame=M.frames(self.store, [row])[0])
-
-    def FindFrame(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store,
-                       "SELECT f.* FROM frame f JOIN layer l ON l.id = f.layer_id JOIN job j "
-                       "ON j.id = f.job_id WHERE j.state = 'PENDING' AND j.name = ? AND "
-                       "l.name = ? AND f.number = ?", (request.job, request.layer, request.frame))
-        return dict(frame=M.frames(self.store, [row])[0])
-
-    def GetFrames(self, request: Any, context: Any) -> Reply:
-        job = find_one(self.store, "SELECT id FROM job WHERE visible_name = ?", (request.job,),
-                       lookup=False)
-        rows = find_frames(self.store, "f.job_id = ?", (job["id"],), request.r)
-        return dict(frames=_frames(self.store, rows))
-
-    def GetWhatDependsOnThis(self, request: Any, context: Any) -> Reply:
-        frame = frame_of(self.store, request.frame)
-        return dict(depends=_depends(self.store, "on_frame_id = ?", (frame["id"],)))
-
-    def GetWhatThisDependsOn(self, request: Any, context: Any) -> Reply:
-        f = frame_of(self.store, request.frame)
-        return dict(depends=_depends(
-            self.store, "(er_job_id = ? AND type IN ('JOB_ON_JOB', 'JOB_ON_LAYER', "
-            "'JOB_ON_FRAME')) OR (er_layer_id = ? AND type IN ('LAYER_ON_JOB', "
-            "'LAYER_ON_LAYER', 'LAYER_ON_FRAME')) OR er_frame_id = ?",
-            (f["job_id"], f["layer_id"], f["id"])))
-
-    def Retry(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            self.farm.retry_frame(frame_of(self.store, request.frame)["id"])
-        return None
-
-    def Kill(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            self.farm.kill_frame(frame_of(self.store, request.frame)["id"])
-        return None
-
-    def Eat(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            self.farm.eat_frame(frame_of(self.store, request.frame)["id"])
-        return None
-
-    def MarkAsWaiting(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            self.farm.mark_as_waiting(frame_of(self.store, request.frame)["id"])
-        return None
-
-
-# ---------------------------------------------------------------------------
-class LayerServant(Servant):
-    SERVICE = "job.LayerInterface"
-
-    def GetLayer(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store, "SELECT * FROM layer WHERE id = ?", (request.id,))
-        return dict(layer=M.layers(self.store, [row])[0])
-
-    def FindLayer(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store, "SELECT l.* FROM layer l JOIN job j ON j.id = l.job_id "
-                       "WHERE j.state = 'PENDING' AND j.name = ? AND l.name = ?",
-                       (request.job, request.layer))
-        return dict(layer=M.layers(self.store, [row])[0])
-
-    def GetFrames(self, request: Any, context: Any) -> Reply:
-        layer = layer_of(self.store, request.layer)
-        rows = find_frames(self.store, "f.layer_id = ?", (layer["id"],), request.s)
-        return dict(frames=_frames(self.store, rows))
-
-    def GetOutputPaths(self, request: Any, context: Any) -> Reply:
-        layer = layer_of(self.store, request.layer)
-        return dict(output_paths=[p for p in layer["outputs"].split("\n") if p])
-
-    def GetLimits(self, request: Any, context: Any) -> Reply:
-        layer = layer_of(self.store, request.layer)
-        rows = self.store.all("SELECT l.* FROM limit_record l JOIN layer_limit ll ON "
-                              "ll.limit_id = l.id WHERE ll.layer_id = ? ORDER BY l.name",
-                              (layer["id"],))
-        return dict(limits=list(M.limits(self.store, rows)))
-
-    def GetWhatDependsOnThis(self, request: Any, context: Any) -> Reply:
-        layer = layer_of(self.store, request.layer)
-        return dict(depends=_depends(self.store, "on_layer_id = ?", (layer["id"],)))
-
-    def GetWhatThisDependsOn(self, request: Any, context: Any) -> Reply:
-        layer = layer_of(self.store, request.layer)
-        return dict(depends=_depends(self.store, "er_layer_id = ?", (layer["id"],)))
-
-    def _each_frame(self, request: Any, action: Any) -> None:
-        with self.store.tx():
-            layer = layer_of(self.store, request.layer)
-            for f in self.store.all("SELECT id FROM frame WHERE layer_id = ? ORDER BY "
-                                    "dispatch_order", (layer["id"],)):
-                action(f["id"])
-
-    def KillFrames(self, request: Any, context: Any) -> Reply:
-        self._each_frame(request, self.farm.kill_frame)
-        return None
-
-    def EatFrames(self, request: Any, context: Any) -> Reply:
-        self._each_frame(request, self.farm.eat_frame)
-        return None
-
-    def RetryFrames(self, request: Any, context: Any) -> Reply:
-        self._each_frame(request, self.farm.retry_frame)
-        return None
-
-    def _set(self, request: Any, column: str, value: Any) -> None:
-        with self.store.tx():
-            layer = layer_of(self.store, request.layer)
-            self.store.run(f"UPDATE layer SET {column} = ? WHERE id = ?", (value, layer["id"]))
-
-    def SetTags(self, request: Any, context: Any) -> Reply:
-        tags = list(dict.fromkeys(request.tags))
-        if not tags:
-            raise illegal("Layers must have at least one tag.")
-        kept = [t for t in tags if t]
-        if not kept:  # Cuebot trims a separator that was never added
-            raise internal("java.lang.StringIndexOutOfBoundsException",
-                           "start -3, end 0, length 0")
-        self._set(request, "tags", M.join_tags(kept))
-        return None
-
-    def SetMinCores(self, request: Any, context: Any) -> Reply:
-        units = core_units(request.cores)
-        if units < CORE_POINTS_RESERVED_MIN:
-            units = CORE_POINTS_RESERVED_DEFAULT
-        self._set(request, "min_cores", units)
-        return None
-
-    def SetMaxCores(self, request: Any, context: Any) -> Reply:
-        self._set(request, "max_cores", core_units(request.cores))
-        return None
-
-    def SetMinMemory(self, request: Any, context: Any) -> Reply:
-        self._set(request, "min_memory", max(request.memory, MEM_RESERVED_MIN))
-        return None
-
-
-# ---------------------------------------------------------------------------
-class GroupServant(Servant):
-    SERVICE = "job.GroupInterface"
-
-    def GetGroup(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store, "SELECT * FROM folder WHERE id = ?", (request.id,))
-        return dict(group=M.groups(self.store, [row])[0])
-
-    def FindGroup(self, request: Any, context: Any) -> Reply:
-        row = find_one(self.store, "SELECT g.* FROM folder g JOIN show s ON s.id = g.show_id "
-                       "WHERE s.name = ? AND g.name = ?", (request.show, request.name))
-        return dict(group=M.groups(self.store, [row])[0])
-
-    def GetGroups(self, request: Any, context: Any) -> Reply:
-        group = group_of(self.store, request.group)
-        rows = self.store.all("SELECT * FROM folder WHERE parent_id = ? ORDER BY level, name",
-                              (group["id"],))
-        return dict(groups=job_pb2.GroupSeq(groups=M.groups(self.store, rows)))
-
-    def GetJobs(self, request: Any, context: Any) -> Reply:
-        group = group_of(self.store, request.group)
-        rows = self.store.all("SELECT * FROM job WHERE folder_id = ? AND state = 'PENDING' "
-                              "ORDER BY name", (group["id"],))
-        return dict(jobs=_jobs(self.store, rows))
-
-    def SetMinCores(self, request: Any, context: Any) -> Reply:
-        units = max(whole_core_units(request.min_cores), 0)
-        with self.store.tx():
-            group = group_of(self.store, request.group)
-            self.store.run("UPDATE folder SET min_cores = ? WHERE id = ?", (units, group["id"]))
-        return None
-
-    def SetMaxCores(self, request: Any, context: Any) -> Reply:
-        units = whole_core_units(request.max_cores)
-        with self.store.tx():
-            group = group_of(self.store, request.group)
-            if 0 <= units < 100:
-                raise illegal(f"The group max cores feature must be a whole core or greater, "
-                              f"pass in: {units}")
-            self.store.run("UPDATE folder SET max_cores = ? WHERE id = ?", (units, group["id"]))
-        return None
-
-    def ReparentJobs(self, request: Any, context: Any) -> Reply:
-        """Jobs move in one by one; each takes the group's job defaults that are set."""
-        with self.store.tx():
-            group = group_of(self.store, request.group)
-            inherit = [(column, group[f"default_job_{column}"])
-                       for column in ("priority", "min_cores", "max_cores", "min_gpus",
-                                      "max_gpus")
-                       if group[f"default_job_{column}"] != -1]
-            sets = ", ".join(["folder_id = ?", "dept_id = ?"] + [f"{c} = ?" for c, _ in inherit])
-            for msg in request.jobs.jobs:
-                job = _by_id(self.store, "job", msg.id)
-                if job["show_id"] != group["show_id"]:
-                    raise internal("com.imageworks.spcue.EntityModificationError",
-                                   "error moving job, cannot move jobs between shows")
-                self.store.run(f"UPDATE job SET {sets} WHERE id = ?",
-                               (group["id"], group["dept_id"], *(v for _, v in inherit),
-                                job["id"]))
         return None
 
 
@@ -457,13 +389,15 @@ class DependServant(Servant):
 
     def Satisfy(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
-            self.farm.satisfy(_by_id(self.store, "depend", request.depend.id)["id"])
+            self.farm.satisfy(by_id(self.store, "depend", request.depend.id)["id"])
         return None
 
     def Unsatisfy(self, request: Any, context: Any) -> Reply:
         with self.store.tx():
-            self.farm.unsatisfy(_by_id(self.store, "depend", request.depend.id)["id"])
+            self.farm.unsatisfy(by_id(self.store, "depend", request.depend.id)["id"])
         return None
 
 
-SERVANTS = [JobServant, FrameServant, LayerServant, GroupServant, DependServant]
+ALL_JOB_DEFAULTS = ("priority", "min_cores", "max_cores", "min_gpus", "max_gpus")
+
+SERVANTS = [JobServant, DependServant]

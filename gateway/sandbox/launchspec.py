@@ -295,8 +295,11 @@ class _Parser:
     def post_job(self, parent: JobSpec) -> JobSpec:
         """Where a job's Post layers go: run by ``monitor`` once the parent finishes."""
         name = f"{parent.name}_post_job_{int(time.time() * 1000)}"
-        if self.user:  # Cuebot replaces every occurrence of the user name
-            name = name.replace(self.user, POST_JOB_USER)
+        if self.user:  # Cuebot's replaceFirst: the first match of the user name, read as a regex
+            try:
+                name = re.sub(self.user, POST_JOB_USER, name, count=1)
+            except re.error:
+                name = name.replace(self.user, POST_JOB_USER, 1)
         return JobSpec(show_id="", shot=self.shot, user=POST_JOB_USER, name=name,
                        facility=self.facility,
                        uid=self.uid, os=parent.os, max_cores=POST_JOB_MAX_CORES,

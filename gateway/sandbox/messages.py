@@ -12,11 +12,12 @@ nullable strings come back as ""; frame names are ``%04d-<layer>``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from typing import Iterable, Sequence
 
 from opencue_proto import (comment_pb2, department_pb2, depend_pb2, facility_pb2, filter_pb2,
-                           host_pb2, job_pb2, limit_pb2, service_pb2, show_pb2,
+                           host_pb2, job_pb2, service_pb2, show_pb2,
                            subscription_pb2, task_pb2)
 
 from .store import Store
@@ -28,8 +29,8 @@ FRAME_STATES = ("WAITING", "SETUP", "RUNNING", "SUCCEEDED", "DEPEND", "DEAD", "E
 
 
 def cores(units: int) -> float:
-    """Core units -> cores, as Cuebot prints them (two decimals, -1 for unset)."""
-    if units < 0:
+    """Core units -> cores, as Cuebot prints them (two decimals; -1 stays -1, "unset")."""
+    if units == -1:
         return -1.0
     return round(units / 100.0, 2)
 
@@ -303,23 +304,52 @@ def layers(store: Store, rows: Sequence[Row]) -> list[job_pb2.Layer]:
     return out
 
 
+def display_override(r: Row) -> job_pb2.FrameStateDisplayOverride:
+    red, green, blue = (int(x) for x in r["rgb"].split(","))
+    return job_pb2.FrameStateDisplayOverride(
+        state=r["state"], text=r["text"],
+        color=job_pb2.FrameStateDisplayOverride.RGB(red=red, green=green, blue=blue))
+
+
 def frames(store: Store, rows: Sequence[Row]) -> list[job_pb2.Frame]:
     layer_ids = sorted({r["layer_id"] for r in rows})
     layer_names = {}
+    overrides: dict[tuple[str, str], Row] = {}
     if layer_ids:
         layer_names = {r["id"]: r["name"] for r in store.all(
             f"SELECT id, name FROM layer WHERE id IN ({_marks(len(layer_ids))})", layer_ids)}
-    return [job_pb2.Frame(
-        id=r["id"], name=r["name"], layer_name=layer_names.get(r["layer_id"], ""),
-        number=r["number"], state=r["state"], retry_count=r["retry_count"],
-        exit_status=r["exit_status"], dispatch_order=r["dispatch_order"],
-        start_time=r["start_time"], stop_time=r["stop_time"], max_rss=r["max_rss"],
-        used_memory=r["used_memory"], reserved_memory=r["reserved_memory"],
-        reserved_gpu_memory=r["reserved_gpu_memory"], last_resource=r["last_resource"],
-        checkpoint_state="DISABLED", total_core_time=r["total_core_time"],
-        llu_time=r["llu_time"], eligible_time=r["eligible_time"],
-        submission_time=r["submission_time"],
-    ) for r in rows]
+    frame_ids = [r["id"] for r in rows]
+    running = [r["id"] for r in rows if r["state"] == "RUNNING"]
+    proc_cores: dict[str, int] = {}
+    if running:
+        proc_cores = {p["frame_id"]: p["cores"] for p in store.all(
+            f"SELECT frame_id, cores FROM proc WHERE frame_id IN ({_marks(len(running))})",
+            running)}
+    t = int(time.time())
+    if frame_ids and store.one("SELECT 1 FROM frame_override LIMIT 1"):
+        overrides = {(o["frame_id"], o["state"]): o for o in store.all(
+            f"SELECT * FROM frame_override WHERE frame_id IN ({_marks(len(frame_ids))})",
+            frame_ids)}
+    out = []
+    for r in rows:
+        frame = job_pb2.Frame(
+            id=r["id"], name=r["name"], layer_name=layer_names.get(r["layer_id"], ""),
+            number=r["number"], state=r["state"], retry_count=r["retry_count"],
+            exit_status=r["exit_status"], dispatch_order=r["dispatch_order"],
+            start_time=r["start_time"], stop_time=r["stop_time"], max_rss=r["max_rss"],
+            used_memory=r["used_memory"], reserved_memory=r["reserved_memory"],
+            reserved_gpu_memory=r["reserved_gpu_memory"], last_resource=r["last_resource"],
+            checkpoint_state=r["checkpoint_state"], checkpoint_count=r["checkpoint_count"],
+            total_core_time=r["total_core_time"] + (  # a run counts while it goes on
+                max(0, t - r["start_time"]) * proc_cores[r["id"]] // 100
+                if r["id"] in proc_cores else 0),
+            llu_time=r["llu_time"],
+            eligible_time=r["eligible_time"], submission_time=r["submission_time"])
+        override = overrides.get((r["id"], r["state"]))
+        if override is not None:
+            frame.frame_state_display_override.CopyFrom(display_override(override))
+        out.append(frame)
+    return out
 
 
 def depends(store: Store, rows: Sequence[Row]) -> list[depend_pb2.Depend]:
@@ -504,17 +534,6 @@ def service(r: Row) -> service_pb2.Service:
 
 def service_override(r: Row) -> service_pb2.ServiceOverride:
     return service_pb2.ServiceOverride(id=r["id"], data=service(r))
-
-
-def limits(store: Store, rows: Sequence[Row]) -> list[limit_pb2.Limit]:
-    out = []
-    for r in rows:
-        running = store.one(
-            "SELECT COUNT(*) AS n FROM frame f JOIN layer_limit ll ON ll.layer_id = f.layer_id "
-            "WHERE ll.limit_id = ? AND f.state = 'RUNNING'", (r["id"],))["n"]
-        out.append(limit_pb2.Limit(id=r["id"], name=r["name"], max_value=r["max_value"],
-                                   current_running=running))
-    return out
 
 
 def filters(rows: Sequence[Row]) -> list[filter_pb2.Filter]:

@@ -1,12 +1,8 @@
-"""limit.LimitInterface, task.TaskInterface, department.DepartmentInterface,
+"""task.TaskInterface, department.DepartmentInterface,
 comment.CommentInterface and cue.CueInterface, as Cuebot's servants answer them.
 
 What clients meet here, kept as Cuebot does it:
 
-- limits: no NOT_FOUND at all, every missing limit (Get, Find, Delete,
-  SetMaxValue, Rename) is INTERNAL; names are not checked and duplicates are
-  accepted (a later Find of that name is INTERNAL ``expected 1, actual 2``);
-  ``current_running`` counts running frames of layers using the limit;
 - tasks: Delete, SetMinCores and ClearAdjustments look the task up by
   ``task.name`` taken as its id (Cuebot fills ``name`` with nothing, so a
   client sending a Task it was given fails with INTERNAL);
@@ -16,69 +12,21 @@ What clients meet here, kept as Cuebot does it:
   not implemented by Cuebot either (UNIMPLEMENTED);
 - comments: Save (subject and message) and Delete of an unknown id change
   nothing and succeed, as Cuebot's plain UPDATE/DELETE do;
-- GetSystemStats: the sandbox has none of Cuebot's thread pools, so every
-  counter is 0.
+- GetSystemStats: the counters of stats.py (what the sandbox dispatched,
+  booked, killed and carried out since it started), queues always free.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from opencue_proto import cue_pb2, task_pb2
+from opencue_proto import task_pb2
 
 from . import messages as M
 from .common import core_units, find_one, whole_core_units
 from .servant import Reply, Servant, internal, missing
-from .store import Store, new_id
+from .store import new_id
 
 INTEGRITY_ERROR = "org.springframework.dao.DataIntegrityViolationException"
-
-
-def _limit(store: Store, column: str, value: str) -> Any:
-    """The one limit with ``column`` = ``value``; none or several -> INTERNAL."""
-    return find_one(store, f"SELECT * FROM limit_record WHERE {column} = ?", (value,),
-                    lookup=False)
-
-
-class LimitServant(Servant):
-    SERVICE = "limit.LimitInterface"
-
-    def GetAll(self, request: Any, context: Any) -> Reply:
-        rows = self.store.all("SELECT * FROM limit_record ORDER BY name, seq")
-        return dict(limits=M.limits(self.store, rows))
-
-    def Get(self, request: Any, context: Any) -> Reply:
-        return dict(limit=M.limits(self.store, [_limit(self.store, "id", request.id)])[0])
-
-    def Find(self, request: Any, context: Any) -> Reply:
-        return dict(limit=M.limits(self.store, [_limit(self.store, "name", request.name)])[0])
-
-    def Create(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            lid = new_id()
-            self.store.insert("limit_record", id=lid, name=request.name,
-                              max_value=request.max_value)
-        row = self.store.one("SELECT * FROM limit_record WHERE id = ?", (lid,))
-        return dict(limit=M.limits(self.store, [row])[0])
-
-    def Delete(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            row = _limit(self.store, "name", request.name)
-            self.store.run("DELETE FROM limit_record WHERE id = ?", (row["id"],))
-        return None
-
-    def SetMaxValue(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            row = _limit(self.store, "name", request.name)
-            self.store.run("UPDATE limit_record SET max_value = ? WHERE id = ?",
-                           (request.max_value, row["id"]))
-        return None
-
-    def Rename(self, request: Any, context: Any) -> Reply:
-        with self.store.tx():
-            row = _limit(self.store, "name", request.old_name)
-            self.store.run("UPDATE limit_record SET name = ? WHERE id = ?",
-                           (request.new_name, row["id"]))
-        return None
 
 
 # ---------------------------------------------------------------------------
@@ -237,7 +185,8 @@ class CueServant(Servant):
     SERVICE = "cue.CueInterface"
 
     def GetSystemStats(self, request: Any, context: Any) -> Reply:
-        return dict(stats=cue_pb2.SystemStats())
+        """Cuebot's live counters, as the sandbox keeps them (see stats.py)."""
+        return dict(stats=self.farm.counters.message())
 
 
-SERVANTS = [LimitServant, TaskServant, DepartmentServant, CommentServant, CueServant]
+SERVANTS = [TaskServant, DepartmentServant, CommentServant, CueServant]

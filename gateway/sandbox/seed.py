@@ -112,7 +112,7 @@ def seed_demo(farm: Farm) -> None:
     # A running lighting job: frames in every state, comp waiting on render.
     lighting = farm.create_job(JobSpec(
         show_id=TESTING, shot="sh010", user="jdoe", name="testing-sh010-jdoe_lighting",
-        priority=100, max_retries=3, layers=[
+        facility="local", priority=100, max_retries=3, layers=[
             LayerSpec("render", "1-20", command="render -f #IFRAME#", services=["arnold"],
                       min_cores=400, min_memory=8388608, tags=["general"]),
             LayerSpec("comp", "1-20", command="nuke -x comp.nk #IFRAME#",
@@ -137,13 +137,13 @@ def seed_demo(farm: Farm) -> None:
     # A paused FX simulation, nothing started.
     farm.create_job(JobSpec(
         show_id=TESTING, shot="sh020", user="asmith", name="testing-sh020-asmith_fx_sim",
-        paused=True, layers=[LayerSpec("sim", "1-50", command="hython sim.py #IFRAME#",
+        facility="local", paused=True, layers=[LayerSpec("sim", "1-50", command="hython sim.py #IFRAME#",
                                        services=["houdini"], chunk=5, min_memory=16777216)]))
 
     # A comp that has finished: every frame succeeded.
     done = farm.create_job(JobSpec(
         show_id=TESTING, shot="sh030", user="bwayne", name="testing-sh030-bwayne_comp",
-        layers=[LayerSpec("comp", "1001-1010", services=["nuke"])]))
+        facility="local", layers=[LayerSpec("comp", "1001-1010", services=["nuke"])]))
     for n, r in enumerate(s.all("SELECT id FROM frame WHERE job_id = ? ORDER BY number",
                                 (done,))):
         farm.book(r["id"], hosts[n % 16], started=t - 7200 + n * 100)
@@ -153,7 +153,7 @@ def seed_demo(farm: Farm) -> None:
     # An animation playblast with dead frames, keeping the job PENDING.
     anim = farm.create_job(JobSpec(
         show_id=TESTING, shot="sh040", user="jdoe", name="testing-sh040-jdoe_anim_playblast",
-        layers=[LayerSpec("playblast", "1-5", services=["maya"])]))
+        facility="local", layers=[LayerSpec("playblast", "1-5", services=["maya"])]))
     for n, r in enumerate(s.all("SELECT id FROM frame WHERE job_id = ? ORDER BY number",
                                 (anim,))):
         farm.book(r["id"], hosts[n], started=t - 1200)
@@ -182,11 +182,15 @@ def seed_demo(farm: Farm) -> None:
     farm.create_show("pipeline_test", active=False)
 
 
-def seed(store: Store, demo: bool) -> None:
-    """Seed a new (empty) database; an existing one is left as it is."""
+def seed(store: Store, demo: bool, farm: Farm | None = None) -> None:
+    """Seed a new (empty) database; an existing one is left as it is.
+
+    ``farm`` (on ``store``) is the one the demo jobs are made with, so that
+    their logs go where that farm writes logs.
+    """
     if not store.is_empty:
         return
     with store.tx():
         seed_fresh(store)
         if demo:
-            seed_demo(Farm(store))
+            seed_demo(farm or Farm(store))

@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 import grpc
 from google.protobuf import descriptor_pool, message_factory
 
+from .stats import QUEUED
+
 log = logging.getLogger("gateway.sandbox")
 
 EMPTY_RESULT = "org.springframework.dao.EmptyResultDataAccessException"
@@ -102,10 +104,13 @@ def _handler(servant: Servant, name: str, path: str, reply: type) -> Callable[..
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"Method {path} is unimplemented")
         return unimplemented
     is_async = inspect.iscoroutinefunction(impl)
+    queued = path in QUEUED and hasattr(servant.farm, "counters")
 
     async def handle(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             out = (await impl(request, context)) if is_async else impl(request, context)
+            if queued:
+                servant.farm.counters.manage_executed += 1
             if out is None:
                 return reply()
             return reply(**out) if isinstance(out, dict) else out

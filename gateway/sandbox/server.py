@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import grpc
 from ..reflection import add_reflection_service
 from .dispatcher import DispatchSettings, Dispatcher
 from .farm import Farm
+from .framelogs import FrameLogs
 from .seed import seed
 from .servant import Servant, implemented, mount
 from .store import Store
@@ -26,7 +29,8 @@ def servant_classes() -> list[type[Servant]]:
         shows.ShowServant, facility.FacilityServant, facility.AllocationServant,
         facility.SubscriptionServant, services.ServiceServant, services.ServiceOverrideServant,
     ]
-    for module_name in ("jobs", "hosts", "filters", "misc"):
+    for module_name in ("jobs", "frames", "layers", "groups", "hosts", "filters", "limits",
+                        "partitions", "misc"):
         try:
             module = __import__(f"{__package__}.{module_name}", fromlist=["SERVANTS"])
         except ModuleNotFoundError as e:
@@ -74,6 +78,8 @@ class Sandbox:
     port: int
     servants: dict[str, Servant] = field(default_factory=dict)
     dispatcher: Dispatcher | None = None
+    log_root: Path | None = None       # where renders write their logs
+    own_logs: bool = False             # a temporary log root, removed at stop
     _task: "asyncio.Task[None] | None" = None
 
     def start_dispatching(self) -> None:
@@ -91,23 +97,42 @@ class Sandbox:
             await asyncio.gather(self._task, return_exceptions=True)
         await self.server.stop(grace)
         self.store.close()
+        if self.own_logs and self.log_root is not None:
+            shutil.rmtree(self.log_root, ignore_errors=True)
+
+
+def default_log_root(db: str | Path) -> tuple[Path, bool]:
+    """Beside a database file (``farm.db`` -> ``farm.db.logs``), else a temporary folder.
+
+    The flag says whether the folder is the sandbox's own, to remove when it stops.
+    """
+    if str(db) != ":memory:":
+        return Path(f"{db}.logs"), False
+    return Path(tempfile.mkdtemp(prefix="opencue-sandbox-logs-")), True
 
 
 async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: int = 0,
                 demo: bool = True, dispatch: bool = False,
-                settings: DispatchSettings = DispatchSettings()) -> Sandbox:
+                settings: DispatchSettings = DispatchSettings(),
+                log_root: str | Path | None = None) -> Sandbox:
     """Open (and seed, if new) the database and serve it on ``host:port``.
 
     The dispatcher exists either way (``sandbox.dispatcher.step()``); with
-    ``dispatch`` it also runs on its own.
+    ``dispatch`` it also runs on its own. Renders write their logs under
+    ``log_root`` (default: see :func:`default_log_root`).
     """
     store = Store(db)
-    seed(store, demo=demo)
-    farm = Farm(store)
+    own_logs = False
+    if log_root is None:
+        log_root, own_logs = default_log_root(db)
+    farm = Farm(store, FrameLogs(log_root))
+    seed(store, demo=demo, farm=farm)
     try:
         dispatcher = Dispatcher(farm, settings)
     except ValueError:
         store.close()
+        if own_logs:
+            shutil.rmtree(log_root, ignore_errors=True)
         raise
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 100 * 1024 * 1024)])
     servants: dict[str, Servant] = {}
@@ -121,11 +146,14 @@ async def start(db: str | Path = ":memory:", *, host: str = "127.0.0.1", port: i
     bound = server.add_insecure_port(f"{host}:{port}")
     if not bound:
         store.close()
+        if own_logs:
+            shutil.rmtree(log_root, ignore_errors=True)
         raise OSError(f"cannot listen on {host}:{port}")
     await server.start()
     total = sum(len(implemented(s)) for s in servants.values())
     log.info("sandbox Cuebot on %s:%d (%s, %d RPCs implemented)", host, bound, store.path, total)
-    sandbox = Sandbox(store, farm, server, bound, servants, dispatcher)
+    sandbox = Sandbox(store, farm, server, bound, servants, dispatcher,
+                      log_root=Path(log_root), own_logs=own_logs)
     if dispatch:
         sandbox.start_dispatching()
     return sandbox

@@ -15,8 +15,11 @@ from opencue_proto import subscription_pb2
 
 from . import messages as M
 from .common import NAME_OK, core_units, find_one, show_of, whole_core_units
-from .servant import Reply, Servant, illegal, missing, plain_internal
+from .servant import Reply, Servant, illegal, internal, missing, plain_internal
 from .store import new_id
+
+
+DUPLICATE_KEY = "org.springframework.dao.DuplicateKeyException"
 
 
 class ShowServant(Servant):
@@ -53,6 +56,12 @@ class ShowServant(Servant):
         rows = self.store.all("SELECT * FROM job WHERE show_id = ? AND state = 'PENDING' "
                               "ORDER BY name", (show["id"],))
         return dict(jobs=job_pb2.JobSeq(jobs=M.jobs(self.store, rows)))
+
+    def GetJobWhiteboard(self, request: Any, context: Any) -> Reply:
+        from .whiteboard import job_whiteboard
+
+        show = show_of(self.store, request.show)
+        return dict(whiteboard=job_whiteboard(self.store, show["id"]))
 
     def GetSubscriptions(self, request: Any, context: Any) -> Reply:
         show = show_of(self.store, request.show)
@@ -138,8 +147,11 @@ class ShowServant(Servant):
             if alloc is None:
                 raise missing()
             if self.store.one("SELECT 1 FROM subscription WHERE show_id = ? AND alloc_id = ?",
-                              (show["id"], alloc["id"])):
-                raise illegal(f"subscription to {alloc['name']} for {show['name']} exists")
+                              (show["id"], alloc["id"])):  # Cuebot's unique index answers
+                raise internal(DUPLICATE_KEY, "PreparedStatementCallback; ERROR: duplicate key "
+                               "value violates unique constraint \"c_subscription_uk\"\n  Detail: "
+                               f"Key (pk_show, pk_alloc)=({show['id']}, {alloc['id']}) already "
+                               "exists.")
             sub_id = new_id()
             self.store.insert("subscription", id=sub_id, show_id=show["id"],
                               alloc_id=alloc["id"], size=core_units(request.size),
@@ -227,6 +239,19 @@ class ShowServant(Servant):
     def SetSchedulerManaged(self, request: Any,
                             context: Any) -> Reply:
         self._set(request, "scheduler_managed", int(request.enabled))
+        return None
+
+    def Archive(self, request: Any, context: Any) -> Reply:
+        """The show's name becomes an alias of the target show (new jobs launched under it
+        go there) and the show is renamed ``<name>_archive``; its jobs stay where they are."""
+        with self.store.tx():
+            show = show_of(self.store, request.show)
+            target = find_one(self.store, "SELECT * FROM show WHERE name = ?",
+                              (request.target_show_name,), lookup=False)
+            self.store.run("INSERT OR REPLACE INTO show_alias (name, show_id) VALUES (?, ?)",
+                           (show["name"], target["id"]))
+            self.store.run("UPDATE show SET name = ? WHERE id = ?",
+                           (f"{show['name']}_archive", show["id"]))
         return None
 
     def Delete(self, request: Any, context: Any) -> Reply:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS facility (
@@ -125,7 +125,11 @@ CREATE TABLE IF NOT EXISTS frame (
     last_resource TEXT NOT NULL DEFAULT '', total_core_time INTEGER NOT NULL DEFAULT 0,
     llu_time INTEGER NOT NULL, eligible_time INTEGER NOT NULL, submission_time INTEGER NOT NULL,
     updated_time INTEGER NOT NULL,
+    checkpoint_state TEXT NOT NULL DEFAULT 'DISABLED', checkpoint_count INTEGER NOT NULL DEFAULT 0,
     UNIQUE (job_id, name));
+CREATE TABLE IF NOT EXISTS frame_override (        -- FrameStateDisplayOverride, per frame and state
+    frame_id TEXT NOT NULL REFERENCES frame(id) ON DELETE CASCADE, state TEXT NOT NULL,
+    text TEXT NOT NULL, rgb TEXT NOT NULL, PRIMARY KEY (frame_id, state));
 CREATE INDEX IF NOT EXISTS frame_job_state ON frame(job_id, state);
 CREATE INDEX IF NOT EXISTS frame_layer ON frame(layer_id, dispatch_order);
 CREATE TABLE IF NOT EXISTS host (
@@ -156,14 +160,43 @@ CREATE TABLE IF NOT EXISTS proc (
     max_rss INTEGER NOT NULL DEFAULT 0, used_gpu_memory INTEGER NOT NULL DEFAULT 0,
     booked_time INTEGER NOT NULL, dispatch_time INTEGER NOT NULL, ping_time INTEGER NOT NULL,
     unbooked INTEGER NOT NULL DEFAULT 0, redirect_target TEXT NOT NULL DEFAULT '',
-    run_until REAL NOT NULL DEFAULT 0);        -- simulated end time (dispatcher clock)
+    run_until REAL NOT NULL DEFAULT 0,         -- simulated end time (dispatcher clock)
+    redirect_kind TEXT NOT NULL DEFAULT '',    -- '', JOB or GROUP: where the proc goes next
+    redirect_id TEXT NOT NULL DEFAULT '',
+    local_id TEXT,                             -- the render partition (host_local) it runs in
+    will_fail INTEGER NOT NULL DEFAULT 0,      -- the simulated render ends in failure…
+    stall_at REAL NOT NULL DEFAULT 0,          -- …and stops writing its log from then on
+    progress INTEGER NOT NULL DEFAULT 0);      -- percent of the run its log reports
+CREATE TABLE IF NOT EXISTS host_local (            -- render partitions: local bookings on a host
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    host_id TEXT NOT NULL REFERENCES host(id) ON DELETE CASCADE,
+    job_id TEXT NOT NULL REFERENCES job(id) ON DELETE CASCADE, layer_id TEXT, frame_id TEXT,
+    type TEXT NOT NULL,                        -- JOB_PARTITION, LAYER_PARTITION, FRAME_PARTITION
+    max_cores INTEGER NOT NULL, max_memory INTEGER NOT NULL, max_gpus INTEGER NOT NULL DEFAULT 0,
+    max_gpu_memory INTEGER NOT NULL DEFAULT 0, threads INTEGER NOT NULL DEFAULT 1,
+    active INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS limit_record (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
-    max_value INTEGER NOT NULL DEFAULT 0);
+    max_value INTEGER NOT NULL DEFAULT 0,
+    type TEXT NOT NULL DEFAULT 'FRAME',         -- FRAME or HOST counting
+    enforcement TEXT NOT NULL DEFAULT 'ENFORCED',  -- ENFORCED, ADVISORY, DISABLED
+    soft_value INTEGER NOT NULL DEFAULT -1, report_ttl INTEGER NOT NULL DEFAULT 900,
+    exit_status INTEGER, delay_minutes INTEGER NOT NULL DEFAULT 0,
+    auto_tag INTEGER NOT NULL DEFAULT 1,
+    reported_time REAL NOT NULL DEFAULT 0,     -- the settlement watermark (0: never reported)
+    report_source TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS layer_limit (
     layer_id TEXT NOT NULL REFERENCES layer(id) ON DELETE CASCADE,
     limit_id TEXT NOT NULL REFERENCES limit_record(id) ON DELETE CASCADE,
+    source TEXT NOT NULL DEFAULT 'SPEC',        -- SPEC, AUTO or MANUAL
+    created INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (layer_id, limit_id));
+CREATE TABLE IF NOT EXISTS limit_host (            -- a license server's report: who holds tokens
+    limit_id TEXT NOT NULL REFERENCES limit_record(id) ON DELETE CASCADE,
+    host_name TEXT NOT NULL,                   -- normalized: short name, lower case
+    reported_name TEXT NOT NULL, tokens INTEGER NOT NULL DEFAULT 1,
+    user TEXT NOT NULL DEFAULT '', reported_time INTEGER NOT NULL,
+    PRIMARY KEY (limit_id, host_name));
 CREATE TABLE IF NOT EXISTS filter (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
     show_id TEXT NOT NULL REFERENCES show(id), name TEXT NOT NULL,
@@ -185,7 +218,12 @@ CREATE TABLE IF NOT EXISTS depend (
     type TEXT NOT NULL, target TEXT NOT NULL DEFAULT 'INTERNAL',
     any_frame INTEGER NOT NULL DEFAULT 0, active INTEGER NOT NULL DEFAULT 1,
     er_job_id TEXT, er_layer_id TEXT, er_frame_id TEXT,
-    on_job_id TEXT, on_layer_id TEXT, on_frame_id TEXT);
+    on_job_id TEXT, on_layer_id TEXT, on_frame_id TEXT,
+    parent_id TEXT,                            -- a FRAME_BY_FRAME (or previous-frame) container
+    composite INTEGER NOT NULL DEFAULT 0,      -- a container: never satisfied itself
+    signature TEXT);                           -- what makes it unique while active
+CREATE UNIQUE INDEX IF NOT EXISTS depend_signature ON depend(signature);
+CREATE INDEX IF NOT EXISTS depend_parent ON depend(parent_id);
 CREATE TABLE IF NOT EXISTS owner (
     id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, show_id TEXT NOT NULL REFERENCES show(id));
 CREATE TABLE IF NOT EXISTS deed (
@@ -199,6 +237,39 @@ CREATE TABLE IF NOT EXISTS comment (
 CREATE TABLE IF NOT EXISTS config (
     key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# MIGRATIONS[n - 1] brings a schema-n database to n + 1 (new tables come from SCHEMA).
+MIGRATIONS = [
+    """
+    ALTER TABLE frame ADD COLUMN checkpoint_state TEXT NOT NULL DEFAULT 'DISABLED';
+    ALTER TABLE frame ADD COLUMN checkpoint_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE proc ADD COLUMN redirect_kind TEXT NOT NULL DEFAULT '';
+    ALTER TABLE proc ADD COLUMN redirect_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE proc ADD COLUMN local_id TEXT;
+    ALTER TABLE proc ADD COLUMN will_fail INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE proc ADD COLUMN stall_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE proc ADD COLUMN progress INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE limit_record ADD COLUMN type TEXT NOT NULL DEFAULT 'FRAME';
+    ALTER TABLE limit_record ADD COLUMN enforcement TEXT NOT NULL DEFAULT 'ENFORCED';
+    ALTER TABLE limit_record ADD COLUMN soft_value INTEGER NOT NULL DEFAULT -1;
+    ALTER TABLE limit_record ADD COLUMN report_ttl INTEGER NOT NULL DEFAULT 900;
+    ALTER TABLE limit_record ADD COLUMN exit_status INTEGER;
+    ALTER TABLE limit_record ADD COLUMN delay_minutes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE limit_record ADD COLUMN auto_tag INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE limit_record ADD COLUMN reported_time REAL NOT NULL DEFAULT 0;
+    ALTER TABLE limit_record ADD COLUMN report_source TEXT NOT NULL DEFAULT '';
+    ALTER TABLE layer_limit ADD COLUMN source TEXT NOT NULL DEFAULT 'SPEC';
+    ALTER TABLE layer_limit ADD COLUMN created INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE depend ADD COLUMN parent_id TEXT;
+    ALTER TABLE depend ADD COLUMN composite INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE depend ADD COLUMN signature TEXT;
+    UPDATE depend SET composite = 1 WHERE type IN ('FRAME_BY_FRAME', 'PREVIOUS_FRAME');
+    UPDATE depend SET parent_id = (
+        SELECT p.id FROM depend p WHERE p.type IN ('FRAME_BY_FRAME', 'PREVIOUS_FRAME')
+        AND p.er_layer_id = depend.er_layer_id AND p.on_layer_id = depend.on_layer_id
+        ORDER BY p.seq LIMIT 1) WHERE type = 'FRAME_ON_FRAME';
+    """,
+]
 
 
 def new_id() -> str:
@@ -221,13 +292,15 @@ class Store:
         if self.path != ":memory:":
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(SCHEMA)
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: sandbox database schema {version}, "
-                               f"this version needs {SCHEMA_VERSION}")
+                               f"this version knows up to {SCHEMA_VERSION}")
+        if 0 < version < SCHEMA_VERSION:  # a database from an older sandbox: add what is new
+            for script in MIGRATIONS[version - 1:]:
+                self.db.executescript(script)
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._depth = 0
 
     @property
