@@ -237,7 +237,7 @@ class GuardedHandler(RequestHandler):
         address = self._peer_address()
         guard.note("header_timeout", address, "closing a connection from %s: request head "
                    "not received within HEADER_TIMEOUT (%g s)", guard.header_timeout)
-        if self._request_in_progress or self._messages:
+        if self._handling() or self._messages:
             self.close()  # a reply is being made here: the connection ends after it
             return
         if self._head_bytes:
@@ -268,7 +268,7 @@ class GuardedHandler(RequestHandler):
             return
         guard.note("body_timeout", self._peer_address(), "cutting a request from %s: body "
                    "not received within BODY_TIMEOUT (%g s)", guard.body_timeout)
-        if self._request_in_progress:
+        if self._handling():
             # the handler reading it answers 408, and the connection closes after the
             # reply, lingering (aiohttp's own lingering would read the failed body)
             self._lingering_time = 0.0
@@ -294,6 +294,10 @@ class GuardedHandler(RequestHandler):
         self._linger()
         self.close()  # handle no more of what arrives; stop waiting for a request
         self.transport.close()
+
+    def _handling(self) -> bool:
+        """Whether a handler is running for this connection (aiohttp's own flag)."""
+        return bool(getattr(self, "_request_in_progress", False))
 
     def _peer_address(self) -> str | None:
         peer = self.peername
