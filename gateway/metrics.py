@@ -20,7 +20,7 @@ reads it too), not a gateway setting, so it is not in ``config.OPTIONS``.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -277,6 +277,22 @@ class Metrics:
     def backend_slots(self, in_flight: int, queued: int) -> None:
         self.backend_in_flight.set(in_flight)
         self.backend_queued.set(queued)
+
+    def watch_slots(self, in_flight: Callable[[], float],
+                    queued: Callable[[], float]) -> Callable[[int, int], None] | None:
+        """How the cap's slots reach the gauges: read at scrape time when possible.
+
+        Every call takes and frees a slot; setting two gauges each time was a
+        measurable share of a small request. One process's registry can ask
+        for the values when scraped; with worker processes the values must be
+        in the shared files, so they are set on every change (the returned
+        reporter; None when nothing needs reporting).
+        """
+        if self.multiprocess_dir is not None:
+            return self.backend_slots
+        self.backend_in_flight.set_function(in_flight)
+        self.backend_queued.set_function(queued)
+        return None
 
     def queue_rejection(self, reason: str) -> None:
         self.queue_rejections.labels(reason).inc()
