@@ -41,6 +41,7 @@ SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
+CUT_REASONS = ("header_timeout", "body_timeout", "client_limit")
 QUEUE_REJECTION_REASONS = ("full", "deadline")
 BREAKER_STATES = ("closed", "open", "half_open")
 JWKS_OUTCOMES = ("ok", "unchanged", "failed")
@@ -124,6 +125,10 @@ class Metrics:
         self.redis_failures = Counter(
             f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
             registry=own)
+        self.connections_cut = Counter(
+            f"{p}_connections_cut", "connections the gateway ended early: header_timeout, "
+            "body_timeout (slow clients, 408), client_limit (MAX_CONNECTIONS_PER_CLIENT, 429)",
+            ("reason",), registry=own)
         self.authz_denials = Counter(
             f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "
             "(package.Service/Method)", ("method",), registry=own)
@@ -177,6 +182,8 @@ class Metrics:
             self.reloads.labels(outcome)
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
+        for reason in CUT_REASONS:
+            self.connections_cut.labels(reason)
         for outcome in JWKS_OUTCOMES:
             self.jwks_refreshes.labels(outcome)
         self._descriptor_labels: tuple[str, str] | None = None
@@ -232,6 +239,9 @@ class Metrics:
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
+
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
 
     def rate_limit_rejection(self, reason: str) -> None:
         self.rate_limited.labels(reason).inc()
