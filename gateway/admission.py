@@ -32,7 +32,7 @@ class Admission:
         self.queue = queue
         self.in_flight = 0
         self._waiting: deque[asyncio.Future[bool]] = deque()
-        self._report = report
+        self.report = report  # told of every change, if set
         self._refused = refused
 
     @property
@@ -106,5 +106,5 @@ class Admission:
             f"{busy}; this request's deadline passed while it waited in the queue", RETRY_AFTER)
 
     def _changed(self) -> None:
-        if self._report is not None:
-            self._report(self.in_flight, len(self._waiting))
+        if self.report is not None:
+            self.report(self.in_flight, len(self._waiting))

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import authz, compression, dev, errors, health, openapi, reload, resources
+from . import auth, authz, bodies, compression, dev, errors, health, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -112,6 +112,7 @@ _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
 _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_MIN_TIMEOUT = 1e-3  # finer deadlines are not kept by the gRPC library
 _METADATA_PREFIX = "grpc-metadata-"
 # metadata a client may not set through Grpc-Metadata-*: ids and identity the
 # gateway sets itself, credentials, and HTTP/2 connection-level headers
@@ -346,7 +347,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     identity = subject = None
     if state.auth is not None:
         try:
-            identity = await state.auth.check(request.headers.get("Authorization"))
+            identity = await state.auth.check(auth.credentials(request.headers))
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
             await _spend(request, _client(request, None))
@@ -371,7 +372,14 @@ def _deadline(request: web.Request, limit: float) -> float:
     m = _GRPC_TIMEOUT.match(header.strip())
     if not m:
         raise errors.bad_request(f"invalid Grpc-Timeout header {header!r}")
-    return min(limit, int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)])
+    timeout = int(m.group(1)) * _TIMEOUT_UNITS[m.group(2)]
+    if timeout < _MIN_TIMEOUT:
+        # gRPC does not keep deadlines this fine (a 1n call to a quick Cuebot
+        # succeeds); one this close has passed before Cuebot could answer
+        raise GatewayError(504, errors.DEADLINE_EXCEEDED,
+                           f"Deadline Exceeded (Grpc-Timeout {header.strip()} is under "
+                           "a millisecond; Cuebot was not called)")
+    return min(limit, timeout)
 
 
 def _metadata(request: web.Request) -> list[tuple[str, str]]:
@@ -396,14 +404,8 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
-    length = request.content_length
-    if length is not None and length > limit:
-        raise errors.too_large(limit)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise errors.too_large(limit) from None
-    request[BYTES_IN] = len(body)
+    body, received = await bodies.read(request, limit)
+    request[BYTES_IN] = received
     return body
 
 
@@ -492,6 +494,7 @@ def create_app(state: GatewayState) -> web.Application:
         client_max_size=state.cfg.max_request_bytes,
         # without CORS_ORIGINS (or --dev) no request needs the cors layer
         middlewares=[context, cors, guard] if state.cors.enabled else [context, guard],
+        handler_args={"auto_decompress": False},  # bodies.py decodes, and refuses clearly
     )
     app[STATE] = state
     if state.reloader is None:

@@ -19,8 +19,10 @@ once per type and descriptor load, not per request.
 Each line goes to the file with one ``write`` on a descriptor opened with
 ``O_APPEND``: it reaches the kernel at once (nothing is buffered in the
 process, so nothing is lost on shutdown), and lines from several workers
-appending to one file never interleave. Values are JSON-escaped, so no
-field can start a line of its own. ``reopen`` (on reload, i.e. SIGHUP) opens
+appending to one file never interleave. Values are JSON-escaped, NEL,
+U+2028 and their kind included (``logs.json_line_safe``), so no field can
+start a line of its own, even for a reader that splits lines on those; the
+values decode to exactly what was sent. ``reopen`` (on reload, i.e. SIGHUP) opens
 the path again, for logrotate.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ from google.protobuf.message import DecodeError as WireDecodeError
 from google.protobuf.message import Message
 
 from . import errors
+from .logs import json_line_safe
 
 log = logging.getLogger("gateway.audit")
 
@@ -361,6 +364,7 @@ class AuditLog:
             "grpc_code": record.grpc_code,
             "duration_ms": round(record.duration_ms, 3),
         }, option=orjson.OPT_APPEND_NEWLINE)
+        line = json_line_safe(line)  # no NEL or U+2028 raw, for readers that split on them
         try:
             view = memoryview(line)
             while view:

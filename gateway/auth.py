@@ -76,6 +76,20 @@ def _challenge(message: str, status: int) -> str:
 MISSING = "Authorization header required"
 
 
+def credentials(headers: Mapping[str, str]) -> str | None:
+    """The one ``Authorization`` header, or None; 401 if there are several.
+
+    Taking the first of two would let whatever added the other (a proxy, a
+    client library) decide who the caller is.
+    """
+    getall = getattr(headers, "getall", None)
+    values = getall("Authorization", ()) if getall is not None else (
+        [headers["Authorization"]] if "Authorization" in headers else [])
+    if len(values) > 1:
+        raise unauthenticated("more than one Authorization header", "multiple")
+    return values[0] if values else None
+
+
 def unauthenticated(message: str, reason: str) -> AuthError:
     return AuthError(401, message, reason)
 
@@ -283,8 +297,12 @@ class Authenticator:
         try:
             header = jwt.get_unverified_header(token)
             jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
+        except jwt.DecodeError:  # segments that are not base64url JSON objects
             raise unauthenticated("invalid token: not a JWT", "malformed") from None
+        except jwt.PyJWTError as e:
+            # a well-formed JWT whose header PyJWT refuses (an unsupported ``crit``
+            # extension, a non-string ``kid``): it fails validation, hence 403
+            raise forbidden(f"token validation failed: {_safe(e)}", "invalid") from None
         if not isinstance(header.get("alg"), str):
             raise unauthenticated("invalid token: header has no algorithm", "malformed")
         return header

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from aiohttp import web
 
-from . import audit, auth, authz, health, memory, reload
+from . import audit, auth, authz, health, memory, reload, shutdown
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
 from .backend import Backend
 from .config import Config, ConfigError
+from .connections import ConnectionGuard
 from .cors import CorsPolicy
 from .descriptors import DescriptorError
 from .metrics import Metrics
@@ -214,9 +215,13 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
     memory.setup()
     state = await build_state(cfg)
     check: asyncio.Task[None] | None = None
-    # shutdown_timeout: how long cleanup() lets in-flight requests finish
-    runner = GatewayRunner(create_app(state), access_log=None, handle_signals=False,
-                           shutdown_timeout=cfg.shutdown_grace)
+    app = create_app(state)
+    shutdown.install(app)
+    runner = GatewayRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=cfg.shutdown_grace,
+                           keepalive_timeout=cfg.keepalive_timeout,
+                           guard=connection_guard(cfg, state))
+    drained = False
     try:
         await runner.setup()  # from here on, runner.cleanup() closes the backend too
         # Handlers go in before the "listening on" line: a supervisor may send
@@ -252,21 +257,27 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         if ready is not None:
             ready()
         await stop.wait()
-        state.draining = True
-        log.info("shutting down: no new connections; in-flight requests have up to %g s",
-                 cfg.shutdown_grace)
-    finally:
-        if check is not None:  # before the channel closes under it
+        if check is not None:  # before the drain closes the channel under it
             check.cancel()
             await asyncio.gather(check, return_exceptions=True)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        # A second SIGTERM while requests drain (a supervisor that repeats itself) changes
-        # nothing: the default action would kill the process mid-drain, losing its replies
-        # and audit lines. A second Ctrl-C still interrupts at once.
-        await runner.cleanup()
-        loop.remove_signal_handler(signal.SIGTERM)
+        stop.clear()  # from now on, a second signal cuts what is still in flight
+        await shutdown.drain(runner, state, cfg.shutdown_grace, cfg.shutdown_delay, stop)
+        drained = True
+    finally:
+        if check is not None:  # start-up failed part-way
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            asyncio.get_running_loop().remove_signal_handler(sig)
+        if not drained:  # start-up failed part-way, or the drain did
+            await runner.cleanup()
+
+
+def connection_guard(cfg: Config, state: GatewayState) -> ConnectionGuard:
+    """The per-connection limits, counting what they cut in the metrics."""
+    return ConnectionGuard(header_timeout=cfg.header_timeout, body_timeout=cfg.body_timeout,
+                           max_per_client=cfg.max_connections_per_client,
+                           exempt=state.trusted_proxies, on_cut=state.metrics.connection_cut)
 
 
 async def run_worker(cfg: Config, ready: Callable[[], None], *, first: bool = True) -> None:
@@ -284,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_level, fmt=cfg.log_format)
+    shutdown.enable_watchdog()
     try:
         if cfg.workers > 1:
             from . import workers

@@ -278,8 +278,9 @@ def _method_patterns(text: str) -> tuple[str, ...]:
 
 
 def _seconds(text: str) -> float:
-    t = text.strip()
-    if t in ("0", "0s"):
+    """A duration where zero (0, 0s, 0.0) means "off"."""
+    m = _DURATION.match(text)
+    if m and float(m.group(1)) == 0:
         return 0.0
     return _duration(text)
 
@@ -430,6 +431,18 @@ OPTIONS: tuple[Option, ...] = (
            "serve HTTPS with this certificate chain (PEM)", "PATH"),
     Option("tls_key_file", "TLS_KEY_FILE", "--tls-key-file", _path, None,
            "private key for TLS_CERT_FILE (PEM)", "PATH"),
+    # -- connections -----------------------------------------------------
+    Option("header_timeout", "HEADER_TIMEOUT", "--header-timeout", _duration, 10.0,
+           "a request's line and headers must arrive within this (408, connection closed)",
+           "DURATION"),
+    Option("body_timeout", "BODY_TIMEOUT", "--body-timeout", _duration, 60.0,
+           "a request's body must arrive within this once its headers have (408)", "DURATION"),
+    Option("keepalive_timeout", "KEEPALIVE_TIMEOUT", "--keepalive-timeout", _duration, 75.0,
+           "an idle keep-alive connection is closed after this", "DURATION"),
+    Option("max_connections_per_client", "MAX_CONNECTIONS_PER_CLIENT",
+           "--max-connections-per-client", _int_range(0, 1_000_000), 256,
+           "open connections one client address may hold; more are refused with 429 "
+           "(0: no cap; TRUSTED_PROXIES are exempt)", "N"),
     # -- protecting Cuebot ---------------------------------------------
     Option("coalesce_reads", "COALESCE_READS", "--coalesce-reads", _bool, True,
            "identical reads in flight at once share one Cuebot call (false: each makes its "
@@ -456,8 +469,14 @@ OPTIONS: tuple[Option, ...] = (
            "how long an open circuit refuses calls before one probe call may go through",
            "DURATION"),
     # -- the process -----------------------------------------------------
-    Option("shutdown_grace", "SHUTDOWN_GRACE", "--shutdown-grace", _seconds, 30.0,
-           "on SIGTERM, seconds in-flight requests may take to finish", "DURATION"),
+    # 25: exiting within it plus 1 s fits Kubernetes' default 30 s termination period
+    Option("shutdown_grace", "SHUTDOWN_GRACE", "--shutdown-grace", _seconds, 25.0,
+           "on SIGTERM, seconds in-flight requests may take to finish; the process exits "
+           "within this plus one second, cutting what is left", "DURATION"),
+    Option("shutdown_delay", "SHUTDOWN_DELAY", "--shutdown-delay", _seconds, 0.0,
+           "on SIGTERM, seconds the listener still accepts (/readyz 503, replies closing "
+           "their connection) so load balancers can see it leave; part of SHUTDOWN_GRACE",
+           "DURATION"),
     Option("workers", "WORKERS", "--workers", _int_range(1, 256), 1,
            "processes serving one port (SO_REUSEPORT), for multi-core hosts", "N"),
     Option("dev", "DEV", "--dev", _bool, False,
@@ -549,7 +568,12 @@ class Config:
     backend_max_queue: int = 1024
     breaker_failures: int = 5
     breaker_cooldown: float = 2.0
-    shutdown_grace: float = 30.0
+    shutdown_grace: float = 25.0
+    shutdown_delay: float = 0.0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_connections_per_client: int = 256
     workers: int = 1
     dev: bool = False
     log_level: str = "info"
@@ -727,6 +751,10 @@ def _checked(values: dict[str, Any]) -> Config:
             raise ConfigError(f"--dev serves 127.0.0.1 only; REST_HOST / --host {host} "
                               "contradicts it")
         values["host"] = "::1" if host == "::1" else "127.0.0.1"
+    delay, grace = values.get("shutdown_delay") or 0.0, values.get("shutdown_grace") or 0.0
+    if delay > grace:
+        raise ConfigError(f"SHUTDOWN_DELAY ({delay:g} s) is part of SHUTDOWN_GRACE "
+                          f"({grace:g} s) and cannot exceed it")
     rps, burst = values.get("rate_limit_rps") or 0.0, values.get("rate_limit_burst")
     if rps and burst is not None and burst < 1:
         raise ConfigError("RATE_LIMIT_BURST must be at least 1")

@@ -22,6 +22,51 @@ import orjson
 
 # values that would break a space-separated line (or forge one) are quoted
 _PLAIN = re.compile(r"[\x21-\x7e]+\Z")
+# what may split or disguise a log line: C0 and C1 controls, DEL, Unicode line and
+# paragraph separators, bidirectional overrides
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x0a``, ``\\u2028``).
+
+    Applied by both formatters to every message and access field, so a value a
+    client chose (a token's ``sub``, a path, a header) can neither end a log
+    line and forge the next one nor hide text with terminal escapes.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return _CONTROL.sub(_escaped, text)
+
+
+# in a JSON text, what JSON itself leaves raw and some readers still break lines at
+# or show as controls: DEL, C1 controls (NEL among them), U+2028/2029, bidi overrides
+_JSON_RAW = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _json_escaped(m: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(m.group().decode())
+
+
+def json_line_safe(line: bytes) -> bytes:
+    """A JSON text (orjson's) with those characters written as ``\\uXXXX``: same value.
+
+    For lines that must keep values exactly (the audit trail): the JSON
+    decodes to what was sent, and no reader splitting lines on NEL or U+2028
+    sees a line end inside it.
+    """
+    if line.isascii() and b"\x7f" not in line:
+        return line
+    return _JSON_RAW.sub(_json_escaped, line)
+
+
+# the access fields a client can put text into (the rest are ours or validated)
+_CLIENT_TEXT = ("user", "path", "client", "method", "request_id")
 
 
 def _shown(value: str | None) -> str:
@@ -82,7 +127,11 @@ class _SecondCache:
 
 
 class TextFormatter(logging.Formatter):
-    """``%(asctime)s %(levelname)s %(name)s: %(message)s`` with the date cached per second."""
+    """``%(asctime)s %(levelname)s %(name)s: %(message)s`` with the date cached per second.
+
+    The line's message part is escaped (``escape``); a traceback, added after
+    it, keeps its own lines.
+    """
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)
@@ -90,6 +139,9 @@ class TextFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._clock(record.created)},{int(record.msecs):03d}"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,9 +161,14 @@ class JsonFormatter(logging.Formatter):
         if self.worker:
             out["worker"] = self.worker
         if isinstance(record.msg, AccessEntry):
-            out.update(record.msg.fields())
+            fields = record.msg.fields()
+            for key in _CLIENT_TEXT:
+                value = fields[key]
+                if value:
+                    fields[key] = escape(value)
+            out.update(fields)
         else:
-            out["message"] = record.getMessage()
+            out["message"] = escape(record.getMessage())
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()

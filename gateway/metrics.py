@@ -20,7 +20,7 @@ reads it too), not a gateway setting, so it is not in ``config.OPTIONS``.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Callable, Iterable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -41,6 +41,7 @@ SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
+CUT_REASONS = ("header_timeout", "body_timeout", "client_limit")
 QUEUE_REJECTION_REASONS = ("full", "deadline")
 BREAKER_STATES = ("closed", "open", "half_open")
 JWKS_OUTCOMES = ("ok", "unchanged", "failed")
@@ -124,6 +125,10 @@ class Metrics:
         self.redis_failures = Counter(
             f"{p}_rate_limit_redis_failures", "failed Redis calls of the rate limiter",
             registry=own)
+        self.connections_cut = Counter(
+            f"{p}_connections_cut", "connections the gateway ended early: header_timeout, "
+            "body_timeout (slow clients, 408), client_limit (MAX_CONNECTIONS_PER_CLIENT, 429)",
+            ("reason",), registry=own)
         self.authz_denials = Counter(
             f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "
             "(package.Service/Method)", ("method",), registry=own)
@@ -177,6 +182,8 @@ class Metrics:
             self.reloads.labels(outcome)
         for reason in RATE_LIMIT_REASONS:
             self.rate_limited.labels(reason)
+        for reason in CUT_REASONS:
+            self.connections_cut.labels(reason)
         for outcome in JWKS_OUTCOMES:
             self.jwks_refreshes.labels(outcome)
         self._descriptor_labels: tuple[str, str] | None = None
@@ -233,6 +240,9 @@ class Metrics:
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason).inc()
 
+    def connection_cut(self, reason: str) -> None:
+        self.connections_cut.labels(reason).inc()
+
     def rate_limit_rejection(self, reason: str) -> None:
         self.rate_limited.labels(reason).inc()
 
@@ -267,6 +277,22 @@ class Metrics:
     def backend_slots(self, in_flight: int, queued: int) -> None:
         self.backend_in_flight.set(in_flight)
         self.backend_queued.set(queued)
+
+    def watch_slots(self, in_flight: Callable[[], float],
+                    queued: Callable[[], float]) -> Callable[[int, int], None] | None:
+        """How the cap's slots reach the gauges: read at scrape time when possible.
+
+        Every call takes and frees a slot; setting two gauges each time was a
+        measurable share of a small request. One process's registry can ask
+        for the values when scraped; with worker processes the values must be
+        in the shared files, so they are set on every change (the returned
+        reporter; None when nothing needs reporting).
+        """
+        if self.multiprocess_dir is not None:
+            return self.backend_slots
+        self.backend_in_flight.set_function(in_flight)
+        self.backend_queued.set_function(queued)
+        return None
 
     def queue_rejection(self, reason: str) -> None:
         self.queue_rejections.labels(reason).inc()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import weakref
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -36,7 +37,7 @@ import orjson
 from aiohttp import web
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from . import __version__
+from . import __version__, static
 from .compression import accepts_gzip
 from .routes import MethodTable
 from .transcode import is_repeated
@@ -373,4 +374,4 @@ def add_routes(app: web.Application, table_of: Callable[[web.Request], MethodTab
         return web.Response(text=_DOCS_PAGE, content_type="text/html")
 
     app.router.add_get("/docs", page)
-    app.router.add_static("/docs/static", swagger_ui_bundle.swagger_ui_path)
+    static.add_routes(app, "/docs/static", Path(swagger_ui_bundle.swagger_ui_path))

@@ -96,9 +96,11 @@ class Protector:
                                connected=backend.connected, on_change=metrics.breaker_moved,
                                on_refuse=metrics.breaker_rejection)
         metrics.breaker_moved(None, self.breaker.state)
-        self.admission = Admission(cfg.backend_max_in_flight, cfg.backend_max_queue,
-                                   report=metrics.backend_slots,
-                                   refused=metrics.queue_rejection)
+        self.admission = admission = Admission(cfg.backend_max_in_flight,
+                                               cfg.backend_max_queue,
+                                               refused=metrics.queue_rejection)
+        admission.report = metrics.watch_slots(lambda: admission.in_flight,
+                                               lambda: admission.queued)
         self.flights = Coalescer() if cfg.coalesce_reads else None
         self.cache = (ReadCache(cfg.read_cache_ms / 1000, cfg.read_cache_max_bytes)
                       if cfg.read_cache_ms else None)

@@ -4,7 +4,9 @@ aiohttp answers a request it cannot parse (bad framing, invalid header
 characters, an oversized line) before any middleware runs, in text/plain, and
 logs the exception with the offending raw line, which may be an
 ``Authorization`` header. Here those answers use the gateway's JSON envelope
-and the log line names only the kind of error.
+and the log line names only the kind of error. Each connection is a
+``connections.GuardedHandler``: read timeouts, the per-address cap and the
+HTTP versions refused (see ``connections.py``).
 """
 from __future__ import annotations
 
@@ -16,17 +18,22 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from . import errors
+from .connections import ConnectionGuard, GuardedHandler
 
 log = logging.getLogger("gateway.http")
 
 
-class _EnvelopeHandler(RequestHandler):
+class _EnvelopeHandler(GuardedHandler):
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error")
-        if status >= 500:
+        if status == 505:  # the client's HTTP version (see connections.py), not our failure
+            log.info("refused request from %s: %s", request.remote, message or status)
+            err = errors.GatewayError(505, errors.UNIMPLEMENTED,
+                                      message or "HTTP version not supported")
+        elif status >= 500:
             log.error("error handling request from %s: %s", request.remote,
                       type(exc).__name__ if exc else status)
             err = errors.internal() if status == 500 else errors.GatewayError(
@@ -55,11 +62,18 @@ class GatewayRunner(web.AppRunner):
     answer being computed for nobody; the request is logged as 499.
     """
 
-    def __init__(self, app: web.Application, **kwargs: object) -> None:
+    def __init__(self, app: web.Application, *, guard: ConnectionGuard | None = None,
+                 **kwargs: object) -> None:
         kwargs.setdefault("handler_cancellation", True)
         super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self.guard = guard
+
+    def quick_shutdown(self) -> None:
+        """Let ``cleanup()`` wait only briefly: ``shutdown.drain`` has waited already."""
+        self._shutdown_timeout = 0.1
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _EnvelopeServer  # same state, different handler class
+        server.guard = self.guard  # type: ignore[attr-defined]  # read by each connection
         return server

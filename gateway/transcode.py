@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import keyword
 import math
 import re
 import struct
+import sys
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 from google.protobuf import descriptor_pb2, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import DecodeError as WireDecodeError
+from google.protobuf.message import EncodeError as WireEncodeError
 from google.protobuf.message import Message
 
 __all__ = [
@@ -215,23 +219,69 @@ def _b64(v: bytes) -> str:
 # ---------------------------------------------------------------------------
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\Z")
 _PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
+
+
+class _Sent(float):
+    """A JSON number with a fraction or exponent, as the precise parse reads it.
+
+    It keeps the text as sent, so that an integer field can be judged (and an
+    error quoted) from the digits the client wrote rather than a rounded float.
+    """
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> "_Sent":
+        v = super().__new__(cls, text)
+        v.text = text
+        return v
+
+
+class _DupDict(dict):
+    """A JSON object in which some key occurs more than once (the last value kept)."""
+
+    __slots__ = ("dups",)
+
+
+class _Imprecise(_Refused):
+    """A float from orjson at an integer field: its digits may be rounded; parse precisely."""
+
+
 _JSON_KIND = {dict: "object", list: "array", str: "string", bool: "boolean",
-              int: "number", float: "number", type(None): "null"}
+              int: "number", float: "number", type(None): "null", _Sent: "number",
+              _DupDict: "object"}
+_MAX_INT_DIGITS = 30  # beyond this an integer is out of every range: refuse before int()
 
 
 def _kind(v: Any) -> str:
     return _JSON_KIND.get(type(v), type(v).__name__)
 
 
-def _int_from_text(s: str) -> int:
+def _shown_value(v: Any) -> str:
+    """A JSON value as the client sent it, for error messages."""
+    if type(v) is _Sent:
+        return v.text
+    if type(v) is str:
+        return orjson.dumps(v).decode()
+    return repr(v) if type(v) is float else str(v)
+
+
+def _whole(d: Decimal, sent: Any, label: str) -> int:
+    """The integer a decimal number denotes; never builds one of absurd size."""
+    if not d.is_finite() or d != d.to_integral_value():
+        raise DecodeError(f"invalid {label} {_shown_value(sent)}: not a whole number")
+    if d.adjusted() > _MAX_INT_DIGITS:
+        raise DecodeError(f"{label} out of range: {_shown_value(sent)}")
+    return int(d)
+
+
+def _int_from_text(s: str, label: str = "integer") -> int:
     if _PLAIN_INT.match(s):
+        if len(s) > _MAX_INT_DIGITS + 1:
+            raise DecodeError(f"{label} out of range: {_shown_value(s)}")
         return int(s)
     if not _JSON_NUMBER.match(s):
-        raise DecodeError(f"invalid integer {s!r}")
-    d = Decimal(s)
-    if d != d.to_integral_value():
-        raise DecodeError(f"invalid integer {s!r}: not a whole number")
-    return int(d)
+        raise DecodeError(f"invalid {label} {_shown_value(s)}")
+    return _whole(Decimal(s), s, label)
 
 
 def _make_int(lo: int, hi: int, label: str) -> Callable[[Any], int]:
@@ -240,15 +290,21 @@ def _make_int(lo: int, hi: int, label: str) -> Callable[[Any], int]:
         if t is int:
             n = v
         elif t is str:
-            n = _int_from_text(v)
+            n = _int_from_text(v, label)
+        elif t is _Sent:
+            n = _whole(Decimal(v.text), v, label)
         elif t is float:
+            # orjson reads integers beyond 64 bits as floats: only small whole
+            # floats are surely what was sent; the rest is parsed again precisely
             if not v.is_integer():
                 raise DecodeError(f"invalid {label} {v!r}: not a whole number")
+            if not -_TWO53 < v < _TWO53:
+                raise _Imprecise
             n = int(v)
         else:
             raise DecodeError(f"expected {label} (number or numeric string), got {_kind(v)}")
         if n < lo or n > hi:
-            raise DecodeError(f"{label} out of range: {n}")
+            raise DecodeError(f"{label} out of range: {_shown_value(v)}")
         return n
 
     return conv
@@ -264,10 +320,13 @@ _SPECIAL_IN = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 def _float_any(v: Any, label: str) -> float:
     t = type(v)
-    if t is float:
+    if t is float or t is _Sent:
         return v
     if t is int:
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:
+            raise DecodeError(f"{label} out of range: {v}") from None
     if t is str:
         s = _SPECIAL_IN.get(v)
         if s is not None:
@@ -295,7 +354,7 @@ def _d_float(v: Any) -> float:
         try:
             struct.pack("<f", f)
         except OverflowError:
-            raise DecodeError(f"float out of range: {v}") from None
+            raise DecodeError(f"float out of range: {_shown_value(v)}") from None
     return f
 
 
@@ -349,6 +408,7 @@ def _key_str(k: str) -> str:
 def _make_enum(enum: EnumDescriptor) -> Callable[[Any], int]:
     names = {v.name: v.number for v in enum.values}
     label = enum.full_name
+    number = _make_int(-(2**31), 2**31 - 1, f"enum {label} value")
 
     def conv(v: Any) -> int:
         if type(v) is str:
@@ -356,11 +416,8 @@ def _make_enum(enum: EnumDescriptor) -> Callable[[Any], int]:
             if n is None:
                 raise _Skip  # unknown name: dropped, as DiscardUnknown does
             return n
-        if type(v) is int or (type(v) is float and v.is_integer()):
-            n = int(v)
-            if -(2**31) <= n < 2**31:
-                return n
-            raise DecodeError(f"enum {label} value out of range: {n}")
+        if type(v) is int or type(v) is float or type(v) is _Sent:
+            return number(v)
         raise DecodeError(f"expected enum {label} name or number, got {_kind(v)}")
 
     return conv
@@ -408,10 +465,16 @@ def _list_of(conv: Callable[[Any], Any], skip_unknown: bool) -> Callable[[Any], 
     return conv_list
 
 
-def _map_of(kconv: Callable[[str], Any], vconv: Callable[[Any], Any]) -> Callable[[Any], dict]:
+def _map_of(kconv: Callable[[str], Any], vconv: Callable[[Any], Any],
+            keys: list[int]) -> Callable[[Any], dict]:
+    """A map field: a JSON object; ``keys`` counts the entries seen (see ``from_json``)."""
+
     def conv_map(v: Any) -> dict:
         if type(v) is not dict:
+            if type(v) is _DupDict:
+                raise DecodeError(f"duplicate map key {_shown_value(v.dups[0])}")
             raise DecodeError(f"expected object (map), got {_kind(v)}")
+        keys[0] += len(v)
         out = {}
         for k, x in v.items():
             try:
@@ -453,6 +516,7 @@ _BASE_NS: dict[str, Any] = {
     "_key_uint64": _key_int(0, 2**64 - 1, "uint64"),
     "_list_of": _list_of, "_map_of": _map_of, "_Refused": _Refused,
     "_bad_list": _bad_list, "_strt": str, "_int": int, "_float": float,
+    "_DupDict": _DupDict, "_shown": _shown_value,
 }
 
 
@@ -484,6 +548,9 @@ class Transcoder:
 
     def __init__(self) -> None:
         self._ns: dict[str, Any] = dict(_BASE_NS)
+        # JSON object keys the compiled decoders have seen, for the duplicate check
+        self._keys: list[int] = [0]
+        self._ns["_k"] = self._keys
         self._compiled: set[str] = set()
         self._codecs: dict[str, MessageCodec] = {}
         self._syntaxes: dict[str, str] = {}
@@ -733,7 +800,7 @@ class Transcoder:
                 conv = f"_m_{name}_{i}"
                 late.append(
                     f"{conv} = _map_of({self._map_key(entry.fields_by_name['key'])}, "
-                    f"{self._dec_scalar(entry.fields_by_name['value'])})"
+                    f"{self._dec_scalar(entry.fields_by_name['value'])}, _k)"
                 )
             elif is_repeated(f):
                 conv = f"_l_{name}_{i}"
@@ -750,13 +817,21 @@ class Transcoder:
         )
         src = (
             f"def {fn}(o):\n"
+            f"    d = None\n"
             f"    if type(o) is not _dict:\n"
-            f"        raise _DecodeError('expected object, got ' + _kind(o))\n"
+            f"        if type(o) is not _DupDict:\n"
+            f"            raise _DecodeError('expected object, got ' + _kind(o))\n"
+            f"        d = o.dups\n"
+            f"    _k[0] += len(o)\n"
             f"    t = {table}\n"
             f"    kw = {{}}\n"
             f"    for k, v in o.items():\n"
             f"        e = t.get(k)\n"
-            f"        if e is None or v is None:\n"
+            f"        if e is None:\n"
+            f"            continue\n"
+            f"        if d is not None and k in d:\n"
+            f"            raise _DecodeError('duplicate field ' + _shown(k))\n"
+            f"        if v is None:\n"
             f"            continue\n"
             f"        n = e[0]\n"
             f"        if n in kw:\n"
@@ -844,11 +919,14 @@ class Transcoder:
         JSON keys, so unknown keys cost nothing, and it raises on anything
         unusual without explaining: the caller then reruns ``v_<T>``. It must
         never accept what ``v_<T>`` rejects, and must build the same result.
+        It adds the number of keys of each object it visits to ``_k[0]``, for
+        the duplicate-key check of ``MessageCodec.from_json``.
         """
         name = _ident(d.full_name)
         lines = [
             f"def d_{name}(o):",
             "    if type(o) is not _dict: raise _Refused",
+            "    _k[0] += len(o)",
             "    kw = {}",
             "    g = o.get",
         ]
@@ -867,7 +945,8 @@ class Transcoder:
 class MessageCodec:
     """Both directions for one message type; the per-request entry points."""
 
-    __slots__ = ("descriptor", "full_name", "cls", "_transcoder", "_enc", "_dec", "_strict")
+    __slots__ = ("descriptor", "full_name", "cls", "_transcoder", "_enc", "_dec", "_strict",
+                 "_keys")
 
     def __init__(self, descriptor: Descriptor, cls: type[Message],
                  transcoder: Transcoder) -> None:
@@ -875,6 +954,7 @@ class MessageCodec:
         self.full_name = descriptor.full_name
         self.cls = cls
         self._transcoder = transcoder
+        self._keys = transcoder._keys  # JSON object keys its decoders have seen
         # first use compiles, then these are the generated functions themselves
         self._enc: Callable[[Message], dict] = self._first_enc
         self._dec: Callable[[Any], dict] = self._first_dec
@@ -906,24 +986,131 @@ class MessageCodec:
 
     # JSON -> wire
     def from_obj(self, obj: Any) -> Message:
-        """The request message for a parsed JSON value, or DecodeError naming the path."""
+        """The request message for a JSON value built in code, or DecodeError naming the path."""
         if type(obj) is not dict:
             raise DecodeError(f"request body must be a JSON object, got {_kind(obj)}")
         try:
             return self.cls(**self._dec(obj))
         except Exception:  # noqa: BLE001 - anything refused is re-examined below
             pass
-        kw = self._strict(obj)  # raises DecodeError with the JSON path
+        return self._checked(obj)
+
+    def _checked(self, obj: Any) -> Message:
+        """The strict decoder's verdict: the message, or DecodeError with the JSON path."""
         try:
+            kw = self._strict(obj)
             return self.cls(**kw)
+        except _Imprecise:  # a float from code at an integer field, beyond 2**53
+            raise DecodeError(f"invalid {self.full_name}: an integer field holds a float "
+                              "too large to be exact") from None
+        except RecursionError:
+            raise DecodeError(f"invalid {self.full_name}: nested too deeply") from None
         except (TypeError, ValueError) as e:
+            if isinstance(e, DecodeError):
+                raise
             raise DecodeError(f"invalid {self.full_name}: {e}") from None
 
     def from_json(self, body: bytes) -> bytes:
+        """Request JSON to wire bytes: the fast path, or the precise one when it must.
+
+        The fast path is orjson and the compiled decoder. orjson keeps the last
+        of duplicate keys and reads integers beyond 64 bits as rounded floats,
+        so two cheap checks decide whether its reading can be trusted. Every
+        key of a JSON object is followed by exactly one colon, and other colons
+        occur only inside strings: if the decoders saw as many keys as the body
+        has colons, no key was dropped. Otherwise (a colon inside a string, say)
+        the colons orjson writes for what it read are compared with the body's:
+        equal means none was dropped, unless a colon was sent escaped
+        (``\\u003a``). Floats at integer fields refuse the fast path themselves.
+
+        Anything in doubt or refused goes to the precise path: the standard
+        library's parser keeping every key and the digits of every number, and
+        the strict decoder saying what is wrong (a duplicate field, an integer
+        out of range quoted as sent, the JSON path of a bad value).
+        """
         if not body or body.isspace():
             return b""  # empty body = empty message, as grpc-gateway
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as e:
             raise DecodeError(f"malformed JSON: {e}") from None
-        return self.from_obj(obj).SerializeToString()
+        if type(obj) is not dict:
+            raise DecodeError(f"request body must be a JSON object, got {_kind(obj)}")
+        keys = self._keys
+        keys[0] = 0
+        try:
+            msg = self.cls(**self._dec(obj))
+            colons = body.count(b":")
+            if keys[0] == colons or _same_colons(obj, body, colons):
+                return msg.SerializeToString()
+        except Exception:  # noqa: BLE001 - refused or in doubt: the precise path decides
+            pass
+        with _deep_enough():
+            return self._wire(self._checked(_precise_loads(body)))
+
+    def _wire(self, msg: Message) -> bytes:
+        try:
+            return msg.SerializeToString()
+        except WireEncodeError:  # proto2 required fields unset, or nesting upb refuses
+            missing = msg.FindInitializationErrors()
+            if not missing:
+                raise DecodeError(f"invalid {self.full_name}: nested too deeply") from None
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
+                                             if len(missing) > 5 else "")
+            raise DecodeError(f"missing required field(s): {shown}") from None
+
+
+def _same_colons(obj: Any, body: bytes, colons: int) -> bool:
+    """Whether orjson, writing what it read, writes as many colons as the body has.
+
+    Then no key was dropped (see ``MessageCodec.from_json``); an escaped colon
+    in the body, or nesting deeper than orjson writes, leaves it undecided.
+    """
+    if b"\\u003" in body:
+        return False
+    try:
+        return orjson.dumps(obj).count(b":") == colons
+    except TypeError:  # orjson's own recursion limit
+        return False
+
+
+_PRECISE_RECURSION = 5000
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict:
+    """One JSON object of the precise parse; duplicate keys are remembered, not lost."""
+    d = dict(pairs)
+    if len(d) == len(pairs):
+        return d
+    seen: set[str] = set()
+    dups: list[str] = []
+    for k, _v in pairs:
+        if k in seen and k not in dups:
+            dups.append(k)
+        seen.add(k)
+    out = _DupDict(d)
+    out.dups = tuple(dups)
+    return out
+
+
+@contextmanager
+def _deep_enough() -> Iterator[None]:
+    """Room for the nesting orjson accepts (1024 levels) in the precise path's recursion."""
+    limit = sys.getrecursionlimit()
+    if limit < _PRECISE_RECURSION:
+        sys.setrecursionlimit(_PRECISE_RECURSION)
+    try:
+        yield
+    finally:
+        if limit < _PRECISE_RECURSION:
+            sys.setrecursionlimit(limit)
+
+
+def _precise_loads(body: bytes) -> Any:
+    """The body as sent: every key of every object, every number's digits."""
+    try:
+        return json.loads(body, object_pairs_hook=_pairs, parse_float=_Sent)
+    except RecursionError:
+        raise DecodeError("malformed JSON: nested too deeply") from None
+    except ValueError as e:  # orjson accepted it; kept for safety
+        raise DecodeError(f"malformed JSON: {e}") from None

@@ -52,9 +52,10 @@ class _Worker:
 
 def _child(cfg: Config, index: int, ready: Any) -> None:
     """A worker's main: the ordinary gateway, on the shared port."""
-    from . import cli
+    from . import cli, shutdown
 
     cli.setup_logging(cfg.log_level, f"w{index}", cfg.log_format)
+    shutdown.enable_watchdog()
     pid = os.getpid()
     try:
         asyncio.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None)),
@@ -164,7 +165,9 @@ class Supervisor:
 
     async def _stop_all(self) -> int:
         self._forward(signal.SIGTERM)
-        deadline = time.monotonic() + self.cfg.shutdown_grace + 10
+        # each worker ends itself by SHUTDOWN_GRACE + 0.9 s (shutdown.py); one that has
+        # not by then is stuck, and killed, so that the whole stops within the grace + 1 s
+        deadline = time.monotonic() + self.cfg.shutdown_grace + 0.95
         worst = 0
         for w in list(self.workers.values()):
             left = max(0.1, deadline - time.monotonic())
