@@ -447,8 +447,10 @@ def from_config(cfg: "Config", keys: "KeySet | None" = None) -> Authenticator | 
     secrets = read_secrets(cfg.jwt_secret, cfg.jwt_secret_file)
     if not secrets and keys is None:
         raise AuthConfigError(
-            "no JWT secret: set JWT_SECRET or JWT_SECRET_FILE, or JWT_JWKS for an identity "
-            "provider's keys (or, for development only, pass --no-auth)")
+            "no JWT secret: set JWT_SECRET, or JWT_SECRET_FILE (--jwt-secret-file) to a file "
+            "of secrets, or JWT_JWKS for an identity provider's keys; to try the gateway "
+            "without one, --sandbox makes its own, and --dev --no-auth serves without "
+            "authentication on 127.0.0.1 only")
     return Authenticator(AuthSettings(
         secrets=secrets, algorithms=cfg.jwt_algorithms,
         required_claims=cfg.jwt_required_claims, leeway=cfg.jwt_leeway,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from aiohttp import web
 
-from . import audit, auth, authz, memory, reload, shutdown
+from . import audit, auth, authz, health, memory, reload, shutdown
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -209,10 +209,12 @@ async def serve(cfg: Config, stop: asyncio.Event | None = None) -> None:
 
 
 async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None, *,
-                 reuse_port: bool = False, ready: Callable[[], None] | None = None) -> None:
+                 reuse_port: bool = False, ready: Callable[[], None] | None = None,
+                 check_cuebot: bool = True) -> None:
     tls = _tls_context(cfg)
     memory.setup()
     state = await build_state(cfg)
+    check: asyncio.Task[None] | None = None
     app = create_app(state)
     shutdown.install(app)
     runner = GatewayRunner(app, access_log=None, handle_signals=False,
@@ -250,13 +252,21 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
             print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
         reloader.start_watching()
+        if check_cuebot and state.readiness is not None:  # a warning if it does not answer
+            check = asyncio.create_task(health.report_at_start(state.backend, state.readiness))
         if ready is not None:
             ready()
         await stop.wait()
+        if check is not None:  # before the drain closes the channel under it
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
         stop.clear()  # from now on, a second signal cuts what is still in flight
         await shutdown.drain(runner, state, cfg.shutdown_grace, cfg.shutdown_delay, stop)
         drained = True
     finally:
+        if check is not None:  # start-up failed part-way
+            check.cancel()
+            await asyncio.gather(check, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             asyncio.get_running_loop().remove_signal_handler(sig)
         if not drained:  # start-up failed part-way, or the drain did
@@ -270,9 +280,12 @@ def connection_guard(cfg: Config, state: GatewayState) -> ConnectionGuard:
                            exempt=state.trusted_proxies, on_cut=state.metrics.connection_cut)
 
 
-async def run_worker(cfg: Config, ready: Callable[[], None]) -> None:
-    """One ``--workers`` process: the gateway on a port it shares with its siblings."""
-    await _serve(cfg, None, None, reuse_port=True, ready=ready)
+async def run_worker(cfg: Config, ready: Callable[[], None], *, first: bool = True) -> None:
+    """One ``--workers`` process: the gateway on a port it shares with its siblings.
+
+    Only the ``first`` worker reports on Cuebot at start-up: one warning, not N.
+    """
+    await _serve(cfg, None, None, reuse_port=True, ready=ready, check_cuebot=first)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

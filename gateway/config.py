@@ -299,6 +299,7 @@ class Option:
     metavar: str = "VALUE"
     switch: bool = False      # a flag without a value (sets the string "true")
     secret: bool = False      # never shown: not in --help defaults, not in repr
+    shown: str | None = None  # the default as --help words it, where the value says little
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -309,8 +310,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "REST_PORT", "--port", _int_range(0, 65535), 8448,
            "HTTP port (0 picks a free one and logs it)", "PORT"),
     Option("descriptor_source", "DESCRIPTOR_SOURCE", "--descriptor-source", _source, None,
-           "where service descriptors come from: bundled, file, reflection or proto "
-           "(default: implied by the options below, else bundled)", "SOURCE"),
+           "where service descriptors come from: bundled, file, reflection or proto",
+           "SOURCE", shown="implied by the options below, else bundled"),
     Option("descriptor_set", "DESCRIPTOR_SET", "--descriptor-set", _path, None,
            "FileDescriptorSet file (protoc --include_imports --descriptor_set_out)", "PATH"),
     Option("reflection", None, "--reflection", _bool, False,
@@ -324,8 +325,8 @@ OPTIONS: tuple[Option, ...] = (
            "in reflection mode, seconds between fetches of the backend's descriptors (0: off)",
            "DURATION"),
     Option("services", "SERVICES", "--services", _names, (),
-           "comma-separated service patterns to expose, e.g. 'show.*,job.*' "
-           "(default: all)", "PATTERNS"),
+           "comma-separated service patterns to expose, e.g. 'show.*,job.*'", "PATTERNS",
+           shown="all"),
     Option("exclude_services", "EXCLUDE_SERVICES", "--exclude-services", _names,
            ("rqd.*", "report.*", "grpc.reflection.*"),
            "comma-separated service patterns never exposed; '' exposes everything", "PATTERNS"),
@@ -334,9 +335,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("grpc_max_recv_msg_mb", "GRPC_MAX_RECV_MSG_MB", "--grpc-max-recv-msg-mb",
            _int_range(1, 4095), 256, "largest Cuebot reply accepted, in MB", "MB"),
     Option("max_request_bytes", "MAX_REQUEST_BYTES", "--max-request-bytes", _size,
-           8 * 1024**2, "largest HTTP request body accepted (413 above)", "SIZE"),
+           8 * 1024**2, "largest HTTP request body accepted (413 above)", "SIZE",
+           shown="8MiB"),
     Option("max_response_bytes", "MAX_RESPONSE_BYTES", "--max-response-bytes", _size,
-           1024**3, "largest reply body sent, before compression (502 above)", "SIZE"),
+           1024**3, "largest reply body sent, before compression (502 above)", "SIZE",
+           shown="1GiB"),
     Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
            "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
     Option("offload_workers", "OFFLOAD_WORKERS", "--offload-workers", _int_range(0, 64), 1,
@@ -360,14 +363,15 @@ OPTIONS: tuple[Option, ...] = (
            _text, None, "name to verify in Cuebot's certificate, if not the host", "NAME"),
     # -- authentication ------------------------------------------------
     Option("jwt_secret", "JWT_SECRET", None, _secret, None,
-           "HMAC secret that signs client tokens (environment only, never a flag)",
+           "HMAC secret that signs client tokens, taken verbatim",
            secret=True),
     Option("jwt_secret_file", "JWT_SECRET_FILE", "--jwt-secret-file", _path, None,
-           "file of HMAC secrets, one per line, all accepted (for rotation)", "PATH"),
+           "file of HMAC secrets, one per line, all accepted (for rotation); with or "
+           "instead of JWT_SECRET", "PATH"),
     Option("jwt_algorithms", "JWT_ALGORITHMS", "--jwt-algorithms", _algorithms, ("HS256",),
            "accepted token algorithms: HS256, HS384, HS512 with the secrets; with JWT_JWKS "
-           "also RS256..PS512, ES256..ES512, EdDSA (default with JWT_JWKS: all of those)",
-           "ALGS"),
+           "also RS256..PS512, ES256..ES512, EdDSA", "ALGS",
+           shown="HS256; with JWT_JWKS, all of those"),
     Option("jwt_required_claims", "JWT_REQUIRED_CLAIMS", "--jwt-required-claims", _claims,
            ("sub", "exp"), "claims every token must carry ('' for none)", "CLAIMS"),
     Option("jwt_leeway", "JWT_LEEWAY", "--jwt-leeway", _seconds, 30.0,
@@ -386,13 +390,14 @@ OPTIONS: tuple[Option, ...] = (
            "claim naming the caller's roles: a string or a list of strings (a dotted name "
            "reaches into objects, e.g. realm_access.roles)", "CLAIM"),
     Option("no_auth", None, "--no-auth", _bool, False,
-           "serve without authentication (development only; a loud warning)", switch=True),
+           "serve without authentication: only with --dev, so only on 127.0.0.1 (a loud "
+           "warning)", switch=True),
     # -- authorization and audit -------------------------------------------
     Option("authz_policy", "AUTHZ_POLICY", "--authz-policy", _path, None,
-           "TOML file of the RPC patterns each role may call (default: everything allowed)",
-           "PATH"),
+           "TOML file of the RPC patterns each role may call", "PATH",
+           shown="unset: everything allowed"),
     Option("authz_default_role", "AUTHZ_DEFAULT_ROLE", "--authz-default-role", _names, (),
-           "role(s) of a caller whose token names none (default: no role)", "ROLES"),
+           "role(s) of a caller whose token names none", "ROLES", shown="no role"),
     Option("audit_log", "AUDIT_LOG", "--audit-log", _audit_target, None,
            "JSON-lines audit of every mutation and every denial: a file, or - for standard "
            "output", "PATH"),
@@ -403,8 +408,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("rate_limit_rps", "RATE_LIMIT_RPS", "--rate-limit-rps", _rate, 100.0,
            "requests per second per client (0 turns limiting off)", "RPS"),
     Option("rate_limit_burst", "RATE_LIMIT_BURST", "--rate-limit-burst", _optional_rate, None,
-           "bucket size: requests a client may make at once (default: one second's worth)",
-           "N"),
+           "bucket size: requests a client may make at once", "N",
+           shown="one second's worth, RATE_LIMIT_RPS"),
     Option("rate_limit_costs", "RATE_LIMIT_COSTS", "--rate-limit-costs", _costs, (),
            "per-method costs, e.g. 'job.JobInterface/GetJobs=5,host.HostInterface/*=2'",
            "LIST"),
@@ -485,9 +490,10 @@ OPTIONS: tuple[Option, ...] = (
            "start the embedded Cuebot stand-in on a free loopback port and serve it "
            "(ignores CUEBOT_ENDPOINT)", switch=True),
     Option("sandbox_db", "SANDBOX_DB", "--sandbox-db", _text, ":memory:",
-           "the sandbox's SQLite file, kept across restarts (default: in memory)", "PATH"),
+           "the sandbox's SQLite file, kept across restarts", "PATH", shown="in memory"),
     Option("demo", "SANDBOX_DEMO", "--demo", _bool, False,
-           "seed a new sandbox with demo hosts and jobs (the default)", switch=True),
+           "seed a new sandbox with demo hosts and jobs", switch=True,
+           shown="on, unless --empty"),
     Option("empty", "SANDBOX_EMPTY", "--empty", _bool, False,
            "seed a new sandbox as a fresh Cuebot, without demo data", switch=True),
     Option("speed", "SANDBOX_SPEED", "--speed", _float_range(0, 10000, low_open=True), 1.0,
@@ -497,8 +503,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("failure_rate", "SANDBOX_FAILURE_RATE", "--failure-rate", _float_range(0, 1), 0.0,
            "chance that a simulated render fails (0 to 1)", "RATE"),
     Option("log_root", "SANDBOX_LOG_ROOT", "--log-root", _path, None,
-           "where the sandbox's renders write their frame logs (default: beside --sandbox-db, "
-           "or a temporary folder)", "DIR"),
+           "where the sandbox's renders write their frame logs", "DIR",
+           shown="beside --sandbox-db, or a temporary folder"),
 )
 
 
@@ -614,30 +620,69 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(f"{message} (see --help)")
 
 
+def _shown_default(o: Option) -> str:
+    """The default as --help states it ("" for none worth stating)."""
+    if o.shown is not None:
+        return o.shown
+    default = o.default
+    if o.secret or default is None or default is False or default == ():
+        return ""
+    if isinstance(default, tuple):
+        return ",".join(str(d) for d in default)
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def _help(o: Option) -> str:
+    where = [f"env {o.env}"] if o.env else []
+    default = _shown_default(o)
+    if default:
+        where.append(f"default {default}")
+    return f"{o.help} ({'; '.join(where)})" if where else o.help
+
+
+def _wrapped(text: str, indent: str = "", width: int = 79) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
+
+
+def _epilog() -> str:
+    para = _wrapped
+    env_only = [o for o in OPTIONS if o.flag is None and o.env]
+    parts = ["\n".join([para("Environment only (a flag would show in `ps`):")]
+                       + [para(f"{o.env}: {o.help}", "  ") for o in env_only])]
+    parts.append(para(
+        "Authentication: every request needs a JWT signed with JWT_SECRET or a secret in "
+        "JWT_SECRET_FILE (--jwt-secret-file), or by an identity provider's key (JWT_JWKS); "
+        "without any of them the gateway does not start. "
+        "--sandbox makes a secret and prints a token for it; --dev --no-auth serves without "
+        "authentication, on 127.0.0.1 only."))
+    parts.append(para("Every setting can also come from the environment variable shown; "
+                      "a flag wins over its variable."))
+    return "\n\n".join(parts)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="opencue-gateway",
         allow_abbrev=False,  # a typo must not silently become another flag
-        description="HTTP/JSON gateway for OpenCue's Cuebot: POST /<package.Service>/<Method> "
-                    "with a JSON body calls that gRPC method and returns its reply as JSON.",
-        epilog="Every setting can also come from the environment variable shown; "
-               "a flag wins over its variable.",
+        description=_wrapped("HTTP/JSON gateway for OpenCue's Cuebot: POST "
+                             "/<package.Service>/<Method> with a JSON body calls that gRPC "
+                             "method and returns its reply as JSON."),
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines as made
     )
     for o in OPTIONS:
         if o.flag is None:
-            continue  # environment only (secrets: a flag would show in `ps`)
-        where = f"env {o.env}; " if o.env else ""
-        default = o.default
-        if isinstance(default, tuple):
-            default = ",".join(default) or "none"
-        shown = "" if default in (None, False, ()) or o.secret else f"default {default}"
-        extra = f" ({where}{shown})".replace("; )", ")") if (where or shown) else ""
+            continue  # environment only (secrets: a flag would show in `ps`): the epilog
         if o.switch:
             p.add_argument(o.flag, dest=o.name, action="store_const", const="true",
-                           default=None, help=o.help + extra)
+                           default=None, help=_help(o))
         else:
             p.add_argument(o.flag, dest=o.name, metavar=o.metavar, default=None,
-                           help=o.help + extra)
+                           help=_help(o))
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
@@ -698,7 +743,8 @@ def _checked(values: dict[str, Any]) -> Config:
                           "identity provider's public keys); without it only HS256, HS384 "
                           "and HS512 can be verified")
     if values.get("no_auth") and not values.get("dev"):
-        raise ConfigError("--no-auth is only allowed with --dev (which serves 127.0.0.1 only)")
+        raise ConfigError("--no-auth is only allowed with --dev, which serves 127.0.0.1 only: "
+                          "run --dev --no-auth, or set JWT_SECRET / JWT_SECRET_FILE")
     if values.get("dev"):
         host = values.get("host") or "127.0.0.1"
         if host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0"):

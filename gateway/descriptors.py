@@ -12,6 +12,8 @@ the same version whichever source they came from.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -63,8 +65,12 @@ class Descriptors:
 
 
 def _canonical_version(files: Iterable[descriptor_pb2.FileDescriptorProto]) -> str:
+    """A hash of the API the files define; comments and source positions do not count."""
     h = hashlib.sha256()
     for f in sorted(files, key=lambda x: x.name):
+        if f.HasField("source_code_info"):
+            f = descriptor_pb2.FileDescriptorProto.FromString(f.SerializeToString())
+            f.ClearField("source_code_info")
         data = f.SerializeToString(deterministic=True)
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
@@ -184,7 +190,8 @@ def load_proto_path(root: Path) -> Descriptors:
     """Compile every ``.proto`` under ``root`` with grpcio-tools' protoc.
 
     protoc runs in a child process so that its diagnostics can be captured
-    and reported in one line, and a crash in it cannot take the gateway down.
+    and its errors reported in one line, and a crash in it cannot take the
+    gateway down.
     """
     source = f"proto path {root}"
     root = root.resolve()
@@ -206,13 +213,51 @@ def load_proto_path(root: Path) -> Descriptors:
         cmd = [
             sys.executable, "-m", "grpc_tools.protoc",
             f"--proto_path={root}", f"--proto_path={include}",
-            "--include_imports", f"--descriptor_set_out={out}", *protos,
+            # source info carries the .proto comments, which /docs shows
+            "--include_imports", "--include_source_info", f"--descriptor_set_out={out}",
+            *protos,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=root, check=False)
         if proc.returncode != 0 or not out.exists():
-            first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), "protoc failed")
-            raise DescriptorError(f"{source}: protoc: {first.strip()}")
+            # protoc names files by their full path; the source names the folder already
+            errors = proc.stderr.replace(f"{root}{os.sep}", "")
+            raise DescriptorError(f"{source}: protoc: {protoc_errors(errors, proc.returncode)}")
         return parse_set(out.read_bytes(), source)
+
+
+# protoc's stderr mixes its errors with warnings: "f.proto:3:1: warning: Import x.proto is
+# unused.", and abseil's log lines ("WARNING: All log messages before absl::InitializeLog()
+# ...", "W0000 00:00:17.8 123 parser.cc:659] No edition or syntax specified ...").
+_ABSL_LINE = re.compile(r"([IWEF])\d{4} [\d:.]+\s+\d+ \S+:\d+\] ?(.*)\Z")
+_PROTOC_WARNING = re.compile(r"\S+: ?(\d+:\d+: )?warning: ")
+MAX_PROTOC_ERRORS = 5
+
+
+def protoc_errors(stderr: str, returncode: int) -> str:
+    """protoc's errors in one line, its warnings left out.
+
+    The first line of stderr is usually a warning (abseil's preamble, an unused
+    import in OpenCue's own protos), which hid the error that mattered.
+    """
+    found: list[str] = []
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line.startswith("WARNING: All log messages before absl::"):
+            continue
+        if _PROTOC_WARNING.match(line):
+            continue
+        absl = _ABSL_LINE.match(line)
+        if absl:
+            if absl.group(1) in "IW":
+                continue
+            line = absl.group(2)
+        if line not in found:
+            found.append(line)
+    if not found:
+        return f"failed (exit code {returncode}) without naming an error"
+    more = len(found) - MAX_PROTOC_ERRORS
+    text = "; ".join(found[:MAX_PROTOC_ERRORS])
+    return text + (f" (and {more} more)" if more > 0 else "")
 
 
 async def load(cfg: "Config", channel: "grpc.aio.Channel") -> Descriptors:

@@ -3,7 +3,8 @@
 Readiness asks Cuebot something cheap: ``grpc.health.v1.Health/Check``.
 Cuebot registers no health service, so its answer is UNIMPLEMENTED — which
 still proves a live server at the other end of a working channel (TLS
-handshake included); a backend that does serve health may say NOT_SERVING.
+handshake included), and ``/readyz`` says it in those words; a backend
+that does serve health may say NOT_SERVING.
 Only "no answer" (UNAVAILABLE, DEADLINE_EXCEEDED) makes the gateway unready,
 or an open circuit (``breaker.py``) while it refuses every call.
 The result is cached briefly and shared by concurrent probes, so a busy
@@ -12,6 +13,7 @@ load balancer cannot turn probes into load on Cuebot.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .backend import Backend
+
+log = logging.getLogger("gateway.health")
 
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING, _NOT_SERVING = 1, 2
@@ -76,12 +80,56 @@ class Readiness:
             code = e.code()
             if code in _NO_ANSWER:
                 return Probe(False, f"{code.name}: {e.details() or 'no answer'}", time.time())
-            return Probe(True, f"answered {code.name}", time.time())
+            if code == grpc.StatusCode.UNIMPLEMENTED:  # Cuebot, and the sandbox
+                return Probe(True, "Cuebot reachable; it has no health service "
+                                   "(its answer: UNIMPLEMENTED)", time.time())
+            return Probe(True, f"Cuebot reachable; its health check answered {code.name}",
+                         time.time())
         status = _health_status(reply)
         if status == _NOT_SERVING:
             return Probe(False, "health check: NOT_SERVING", time.time())
-        return Probe(True, "health check: SERVING" if status == _SERVING else "answered OK",
-                     time.time())
+        return Probe(True, "health check: SERVING" if status == _SERVING
+                     else "Cuebot reachable; its health check answered OK", time.time())
+
+
+async def connected(channel: grpc.aio.Channel, timeout: float) -> bool:
+    """Whether the channel reaches READY (TCP, TLS, HTTP/2) within ``timeout``; no RPC is sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            return False
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(channel.wait_for_state_change(state), left)
+        except asyncio.TimeoutError:
+            return False
+        state = channel.get_state(try_to_connect=True)
+    return True
+
+
+async def report_at_start(backend: "Backend", readiness: Readiness,
+                          timeout: float = 5.0) -> None:
+    """One line at start-up on whether Cuebot can be reached; the gateway serves either way.
+
+    A mistyped CUEBOT_ENDPOINT otherwise shows only as every RPC answering
+    503; the warning says so before the first request does. Connecting sends
+    Cuebot no request; only when that fails does the probe ask, for the reason.
+    """
+    try:
+        if await connected(backend.channel, timeout):
+            log.info("Cuebot at %s: connected", backend.target)
+            return
+        probe = await readiness.probe()
+    except (grpc.RpcError, grpc.aio.UsageError, RuntimeError) as e:  # closed under it: stopping
+        log.debug("start-up check of Cuebot ended: %s", e)
+        return
+    detail = probe.detail if not probe.reachable else "no connection within %g s" % timeout
+    log.warning("Cuebot at %s is not reachable (%s); serving anyway: RPCs answer 503 and "
+                "/readyz 503 until it answers. Check CUEBOT_ENDPOINT.", backend.target, detail)
 
 
 def _json(data: dict[str, Any], status: int = 200) -> web.Response:

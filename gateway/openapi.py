@@ -1,9 +1,12 @@
 """The OpenAPI 3.0 document of the running gateway, generated from its method table.
 
-One ``POST`` path per exposed RPC, its request and reply schemas derived from
-the loaded message descriptors with the proto3 JSON mapping the transcoder
+The six ``/api`` operations of the OpenAPI seed first (what a newcomer on
+``/docs`` looks for), then one ``POST`` path per exposed RPC, grouped by
+service, summarised by its request and reply types and, when the descriptors
+carry source info, its ``.proto`` comment; its schemas derived from the
+loaded message descriptors with the proto3 JSON mapping the transcoder
 implements (64-bit integers as strings, enums by name, unset messages as
-``null``); the six ``/api`` operations of the OpenAPI seed; the bearer scheme.
+``null``); the bearer scheme.
 
 A message gets two schemas: ``pkg.Msg`` describes it as the gateway prints
 it (every non-oneof field present, so all are required) and ``pkg.Msg-in``
@@ -127,18 +130,26 @@ def document(table: MethodTable) -> dict[str, Any]:
     from .resources import api_paths, api_schemas
 
     schemas = _Schemas()
-    paths: dict[str, Any] = {}
+    notes = comments(table.descriptors.files)
+    # Swagger UI lists tags, and operations within them, in document order: the six
+    # /api operations first, then each service's RPCs together (paths sort by service)
+    paths: dict[str, Any] = dict(api_paths(table))
     for path, route in sorted(table.routes.items()):
         req = schemas.ref(route.request.descriptor, output=False)
         rep = schemas.ref(route.response.descriptor, output=True)
-        paths[path] = {"post": {
+        types = f"{route.request.descriptor.full_name} → {route.response.descriptor.full_name}"
+        note = notes.get(f"{route.service}.{route.method}")
+        op: dict[str, Any] = {
             "operationId": f"{route.service}.{route.method}",
             "tags": [route.service],
-            "summary": f"{route.service}/{route.method}",
-            "requestBody": {"required": False, "content": {"application/json": {"schema": req}}},
-            "responses": {"200": _content("the RPC's reply", rep), **_error_responses()},
-        }}
-    paths.update(api_paths(table))
+            "summary": f"{types}: {_first_line(note)}" if note else types,
+        }
+        if note:
+            op["description"] = _markdown_text(note)
+        op["requestBody"] = {"required": False,
+                             "content": {"application/json": {"schema": req}}}
+        op["responses"] = {"200": _content("the RPC's reply", rep), **_error_responses()}
+        paths[path] = {"post": op}
     components = {
         "schemas": {**dict(sorted(schemas.done.items())), **api_schemas(),
                     "ErrorResponse": _ERROR_SCHEMA},
@@ -150,16 +161,71 @@ def document(table: MethodTable) -> dict[str, Any]:
         "info": {
             "title": "OpenCue gateway",
             "version": __version__,
+            # in a code span: Swagger UI renders descriptions as Markdown with HTML, and
+            # would swallow <package.Service> and <Method> as unknown tags
             "description": (
-                "Every exposed Cuebot RPC at POST /<package.Service>/<Method> (proto3 JSON "
-                "in and out, as OpenCue's Go gateway), plus the resource API under /api. "
+                "The resource API under `/api`, then every exposed Cuebot RPC at "
+                "`POST /<package.Service>/<Method>` (proto3 JSON in and out, as OpenCue's Go "
+                "gateway), grouped by service. "
                 f"Generated from the loaded descriptors (version {table.version})."),
         },
         "security": [{"bearerAuth": []}],
-        "tags": [{"name": s} for s in table.services] + [{"name": "Resources"}],
+        "tags": [{"name": "Resources", "description": "OpenCue's REST resources: plain GETs "
+                  "for dashboards"}]
+        + [_tag(s, notes.get(s)) for s in table.services],
         "paths": paths,
         "components": components,
     }
+
+
+def comments(files: Any) -> dict[str, str]:
+    """Leading (else trailing) comments of services and methods, by full name.
+
+    Only descriptors that carry source info have them: a ``--proto-path``
+    folder, or a set written with ``protoc --include_source_info``; the
+    bundled set and reflection do not.
+    """
+    out: dict[str, str] = {}
+    for f in files:
+        if not f.HasField("source_code_info"):
+            continue
+        prefix = f"{f.package}." if f.package else ""
+        for loc in f.source_code_info.location:
+            path = list(loc.path)
+            if len(path) not in (2, 4) or path[0] != 6:  # 6: FileDescriptorProto.service
+                continue
+            if len(path) == 4 and path[2] != 2:  # 2: ServiceDescriptorProto.method
+                continue
+            text = _clean(loc.leading_comments or loc.trailing_comments)
+            if not text:
+                continue
+            service = f.service[path[1]]
+            name = f"{prefix}{service.name}"
+            if len(path) == 4:
+                name += f".{service.method[path[3]].name}"
+            out[name] = text
+    return out
+
+
+def _clean(comment: str) -> str:
+    lines = [ln.strip() for ln in comment.strip().splitlines()]
+    return "\n".join(lines).strip()
+
+
+def _first_line(text: str) -> str:
+    return _markdown_text(text.split("\n\n", 1)[0].replace("\n", " "))
+
+
+def _markdown_text(text: str) -> str:
+    """A proto comment as literal Markdown text: ``<`` and ``>`` outside code spans escaped."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):  # even parts lie outside code spans
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
+
+
+def _tag(service: str, note: str | None) -> dict[str, Any]:
+    return {"name": service, "description": _markdown_text(note)} if note else {"name": service}
 
 
 def _content(description: str, schema: dict[str, Any]) -> dict[str, Any]:

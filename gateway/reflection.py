@@ -97,9 +97,15 @@ async def fetch(channel: grpc.aio.Channel, target: str, timeout: float) -> Descr
         try:
             files = await _collect(session)
         except grpc.aio.AioRpcError as e:
-            last = e
             if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                last = last or e
                 continue  # try the older protocol version
+            if e.code() == grpc.StatusCode.INTERNAL and path != _PATHS[-1]:
+                # grpcio may fail a write to a stream the server does not implement with
+                # INTERNAL ("Internal error from Core") instead of UNIMPLEMENTED
+                # (grpc/grpc#36066): the older version may still answer
+                last = e
+                continue
             raise DescriptorError(f"{source}: {e.code().name}: {e.details()}") from None
         except DescriptorError as e:
             raise DescriptorError(f"{source}: {e}") from None
@@ -108,7 +114,8 @@ async def fetch(channel: grpc.aio.Channel, target: str, timeout: float) -> Descr
         finally:
             session.close()
         return build(files, source)
-    detail = last.details() if isinstance(last, grpc.aio.AioRpcError) else ""
+    detail = (f"{last.code().name}: {last.details()}" if isinstance(last, grpc.aio.AioRpcError)
+              else "")
     raise DescriptorError(f"{source}: server reflection is not enabled on the server ({detail})")
 
 

@@ -58,7 +58,8 @@ def _child(cfg: Config, index: int, ready: Any) -> None:
     shutdown.enable_watchdog()
     pid = os.getpid()
     try:
-        asyncio.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None))))
+        asyncio.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None)),
+                                   first=index == 0))
     except cli.StartupError as e:
         ready.put((index, pid, str(e)))
         sys.exit(1)

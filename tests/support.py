@@ -8,9 +8,11 @@ that path, by default an empty reply message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.protobuf.message import Message
@@ -197,19 +199,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def dead_endpoint() -> Iterator[str]:
+    """``127.0.0.1:PORT`` where nothing answers, for as long as the block runs.
+
+    The port is bound but not listening: connections are refused, and no
+    other process (another test worker) can take it meanwhile, as it could
+    a port that ``free_port`` merely found free.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+_LISTENING = re.compile(r"listening on https?://(?:\[[^\]]*\]|[^:/\s]+):(\d+)")
+
+
 class GatewayProcess:
-    """``python -m gateway`` in a child process, its output collected by a thread."""
+    """``python -m gateway`` in a child process, its output collected by a thread.
+
+    It listens on a port the kernel picks (``--port 0``), read from its
+    "listening on" line: no fixed port, and no window between finding a free
+    port and binding it in which a parallel test could take it.
+    """
 
     def __init__(self, *args: str, env: dict[str, str | None] | None = None,
                  port: int | None = None) -> None:
-        self.port = port or free_port()
+        self._port = port
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
                     "JWT_SECRET": SECRET}
         full_env.update(env or {})
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "--host", "127.0.0.1",
-             "--port", str(self.port), *args],
+             "--port", str(port or 0), *args],
             cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.log: list[str] = []
@@ -221,8 +244,19 @@ class GatewayProcess:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.log.append(line)
-            if "listening on" in line:
+            found = _LISTENING.search(line)
+            if found:
+                if self._port is None:
+                    self._port = int(found.group(1))
                 self._ready.set()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (waits for its "listening on" line)."""
+        if self._port is None and not self._ready.wait(60):
+            raise AssertionError("gateway has not said where it listens:\n" + self.output)
+        assert self._port is not None
+        return self._port
 
     @property
     def url(self) -> str:
@@ -259,8 +293,13 @@ class GatewayProcess:
 
 def run_gateway(*args: str, env: dict[str, str | None] | None = None,
                 timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``python -m gateway`` to completion (for start-up failures and --help)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET}
+    """Run ``python -m gateway`` to completion (for start-up failures and --help).
+
+    ``REST_PORT=0`` unless the test says otherwise: a start that gets as far
+    as listening must not depend on 8448 being free (a newcomer's Quick-start
+    gateway may hold it).
+    """
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JWT_SECRET": SECRET, "REST_PORT": "0"}
     full_env.update(env or {})
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=full_env,

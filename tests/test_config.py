@@ -76,6 +76,29 @@ def test_help_lists_every_env_var_and_flag() -> None:
             assert o.flag in text, o.flag
 
 
+def test_help_names_the_environment_only_secret() -> None:
+    """JWT_SECRET has no flag (it would show in `ps`); --help must still say it exists."""
+    text = config.parser().format_help()
+    epilog = text[text.index("Environment only"):]
+    assert "JWT_SECRET: HMAC secret that signs client tokens" in epilog
+    assert "JWT_SECRET_FILE (--jwt-secret-file)" in epilog and "--dev --no-auth" in epilog
+    assert "JWT_SECRET_FILE" in text[text.index("--jwt-secret-file PATH"):]
+
+
+def test_help_states_each_default_once() -> None:
+    """"(default: all) ... default none" said two things; each option says one, in words."""
+    actions = {a.dest: a.help for a in config.parser()._actions}
+    for o in OPTIONS:
+        if o.flag is None:
+            continue
+        text = actions[o.name]
+        assert text.count("default") <= 1, text
+        assert "default none" not in text and "(default:" not in text, text
+    assert actions["services"].endswith("(env SERVICES; default all)")
+    assert actions["max_request_bytes"].endswith("default 8MiB)")
+    assert actions["grpc_timeout"].endswith("default 30)")
+
+
 # ---------------------------------------------------------------------------
 # precedence: flag > env > default
 # ---------------------------------------------------------------------------

@@ -121,6 +121,27 @@ async def test_reflection_falls_back_to_v1alpha(bundled):
     assert d.version == bundled.version
 
 
+async def test_reflection_falls_back_when_v1_fails_internally(bundled):
+    """grpcio may answer a write to an unimplemented stream with INTERNAL (grpc/grpc#36066)."""
+    async def broken(requests, context):
+        await context.abort(grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "grpc.reflection.v1.ServerReflection",
+        {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(broken)}),))
+    reflection.add_reflection_service(server, _opencue_service_names(), versions=("v1alpha",))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        d = await reflection.fetch(channel, f"127.0.0.1:{port}", 10)
+    finally:
+        await channel.close()
+        await server.stop(None)
+    assert d.version == bundled.version
+
+
 async def test_reflection_not_enabled(cuebot):
     channel = grpc.aio.insecure_channel(cuebot.endpoint)
     try:
@@ -209,6 +230,53 @@ def test_proto_path_failures(tmp_path):
     with pytest.raises(DescriptorError) as info:
         load_proto_path(tmp_path)
     assert "protoc" in str(info.value) and "broken.proto" in str(info.value)
+
+
+# protoc's stderr for a folder with an unused import and a file that is not a proto
+PROTOC_STDERR = """\
+a.proto:3:1: warning: Import b.proto is unused.
+WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+W0000 00:00:1796489320.816946   18558 parser.cc:659] No edition or syntax specified for the \
+proto file: c.proto. Please use 'edition = "YYYY";'  to specify a valid edition version.
+c.proto:1:1: Expected top-level statement (e.g. "message").
+monitoring.proto:12:1: warning: Import report.proto is unused.
+E0000 00:00:1796489320.816950   18558 importer.cc:10] d.proto: File not found.
+"""
+
+
+def test_protoc_errors_leave_its_warnings_out():
+    from gateway.descriptors import protoc_errors
+
+    assert protoc_errors(PROTOC_STDERR, 1) == (
+        'c.proto:1:1: Expected top-level statement (e.g. "message").; d.proto: File not found.')
+    assert "exit code 1" in protoc_errors("a.proto:3:1: warning: Import b.proto is unused.\n", 1)
+    many = "".join(f"x.proto:{i}:1: Expected type name.\n" for i in range(1, 9))
+    assert protoc_errors(many, 1).endswith("x.proto:5:1: Expected type name. (and 3 more)")
+
+
+def test_proto_path_reports_the_error_not_the_warnings(tmp_path):
+    """OpenCue's own protos warn (an unused import); a broken file beside them must show."""
+    (tmp_path / "a.proto").write_text('syntax = "proto3";\npackage a;\nimport "b.proto";\n'
+                                      "message M { string x = 1; }\n"
+                                      "service S { rpc Do(M) returns (M); }\n")
+    (tmp_path / "b.proto").write_text('syntax = "proto3";\npackage b;\nmessage N {}\n')
+    assert load_proto_path(tmp_path).pool.FindServiceByName("a.S")  # warnings alone: fine
+    (tmp_path / "broken.proto").write_text("garbage\n")
+    with pytest.raises(DescriptorError) as info:
+        load_proto_path(tmp_path)
+    message = str(info.value)
+    assert message == (f"proto path {tmp_path.resolve()}: protoc: broken.proto:1:1: "
+                       'Expected top-level statement (e.g. "message").'), message
+
+
+def test_proto_path_keeps_comments_but_its_version_does_not_count_them(tmp_path):
+    (tmp_path / "c.proto").write_text('syntax = "proto3";\npackage c;\nmessage M {}\n'
+                                      "// Says it.\nservice S { rpc Do(M) returns (M); }\n")
+    commented = load_proto_path(tmp_path)
+    assert commented.files[-1].source_code_info.location
+    (tmp_path / "c.proto").write_text('syntax = "proto3";\npackage c;\nmessage M {}\n'
+                                      "service S { rpc Do(M) returns (M); }\n")
+    assert load_proto_path(tmp_path).version == commented.version
 
 
 def test_pools_are_independent(bundled):

@@ -119,6 +119,69 @@ async def test_one_path_per_exposed_rpc_plus_the_resources(gateway: Any) -> None
     assert len(ids) == len(set(ids))
 
 
+def test_docs_order_resources_first_then_rpcs_by_service(bundled: Descriptors) -> None:
+    """Swagger UI follows document order: a newcomer sees /api first, not below 290 RPCs."""
+    table = _table(bundled, exclude=Config().exclude_services)
+    doc = document(table)
+    paths = list(doc["paths"])
+    api = [p for p in paths if p.startswith("/api/")]
+    assert paths[:len(api)] == api and len(api) == 5
+    assert [t["name"] for t in doc["tags"]] == ["Resources", *table.services]
+    services = [doc["paths"][p]["post"]["tags"][0] for p in paths[len(api):]]
+    assert services == sorted(services)  # each service's RPCs together
+
+
+def test_every_rpc_has_a_summary_with_its_types(bundled: Descriptors) -> None:
+    doc = document(_table(bundled))
+    ops = [v["post"] for p, v in doc["paths"].items() if not p.startswith("/api/")]
+    assert ops and all(o["summary"] for o in ops)
+    get_shows = doc["paths"]["/show.ShowInterface/GetShows"]["post"]
+    assert get_shows["summary"] == "show.ShowGetShowsRequest → show.ShowGetShowsResponse"
+    assert "description" not in get_shows  # the bundled set carries no comments
+
+
+COMMENTED = """\
+syntax = "proto3";
+package notes;
+message Req { string name = 1; }
+message Rep { string id = 1; }
+
+// Looks things up.
+service Finder {
+    // Finds a thing by its <name>.
+    //
+    // Answers NOT_FOUND when there is none; `<name>` is matched exactly.
+    rpc Find(Req) returns (Rep);
+    rpc Plain(Req) returns (Rep);  // said after it
+    rpc Bare(Req) returns (Rep);
+}
+"""
+
+
+def test_summaries_carry_proto_comments_when_the_source_has_them(tmp_path: Path) -> None:
+    from gateway.descriptors import load_proto_path
+
+    (tmp_path / "notes.proto").write_text(COMMENTED)
+    doc = document(_table(load_proto_path(tmp_path)))
+    validate(doc)
+    find = doc["paths"]["/notes.Finder/Find"]["post"]
+    assert find["summary"] == "notes.Req → notes.Rep: Finds a thing by its &lt;name&gt;."
+    assert find["description"] == ("Finds a thing by its &lt;name&gt;.\n\nAnswers NOT_FOUND "
+                                   "when there is none; `<name>` is matched exactly.")
+    assert doc["paths"]["/notes.Finder/Plain"]["post"]["summary"] == (
+        "notes.Req → notes.Rep: said after it")
+    assert doc["paths"]["/notes.Finder/Bare"]["post"]["summary"] == "notes.Req → notes.Rep"
+    assert {"name": "notes.Finder", "description": "Looks things up."} in doc["tags"]
+
+
+def test_placeholders_in_the_description_are_code_not_html(bundled: Descriptors) -> None:
+    """Swagger UI renders Markdown with HTML: a bare <Method> would vanish as a tag."""
+    text = document(_table(bundled))["info"]["description"]
+    assert "`POST /<package.Service>/<Method>`" in text
+    outside_code = "".join(text.split("`")[::2])
+    assert "<" not in outside_code and ">" not in outside_code
+
+
 NULL_ONLY = {"type": "object", "nullable": True, "enum": [None]}
 
 

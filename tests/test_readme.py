@@ -38,3 +38,13 @@ def test_sandbox_rpc_list_is_current():
 
     listed = re.search(r"<!-- sandbox-rpcs -->\n(.*?)<!-- /sandbox-rpcs -->", README, re.S)
     assert listed and listed.group(1) == rpc_list_markdown()
+
+
+def test_a_newcomer_reads_quick_start_calling_it_then_the_demo():
+    """The first hour first: the reference sections come after the Demo, not before it."""
+    headings = re.findall(r"(?m)^(#{2,3}) (.+)$", README)
+    assert [t for _, t in headings[:3]] == ["Quick start", "Calling it", "Demo"], headings[:4]
+    level2 = [t for level, t in headings if level == "##"]
+    assert level2[:2] == ["Quick start", "Demo"]  # the Demo right after the Quick start
+    for reference in ("Errors", "Authentication", "Configuration", "Deploying"):
+        assert level2.index(reference) > level2.index("Demo"), reference

@@ -213,6 +213,22 @@ async def test_failed_reload_keeps_the_old_table(tmp_path: Path, make_gateway: A
     assert ready["descriptors"]["lastReload"]["outcome"] == "failed"
 
 
+async def test_a_broken_proto_names_protocs_error_on_reload(tmp_path: Path, make_gateway: Any,
+                                                            cuebot: RecordingCuebot) -> None:
+    folder = tmp_path / "protos"
+    folder.mkdir()
+    (folder / "up.proto").write_text(V1)
+    gw = await make_gateway(proto_path=folder, descriptor_watch=0)
+    (folder / "broken.proto").write_text("garbage\n")
+    resp = await gw.post("/admin/reload")
+    body = await resp.json()
+    expected = 'broken.proto:1:1: Expected top-level statement (e.g. "message").'
+    assert resp.status == 500 and body["message"].endswith(f"protoc: {expected}"), body
+    ready = await (await gw.get("/readyz")).json()
+    assert ready["descriptors"]["lastReload"]["error"].endswith(f"protoc: {expected}")
+    assert "WARNING" not in ready["descriptors"]["lastReload"]["error"]
+
+
 async def test_admin_reload_needs_a_token_and_post(make_gateway: Any) -> None:
     anonymous = await make_gateway(authorized=False)
     assert (await anonymous.post("/admin/reload")).status == 401
@@ -266,8 +282,9 @@ def test_reload_runs_off_the_event_loop(tmp_path: Path) -> None:
         await backend.close()
         return ticks / max(elapsed / 0.005, 1)
 
-    # a blocked loop would tick about once; a free one ticks through most of the build
-    assert asyncio.run(main()) > 0.3
+    # a blocked loop would tick about once (a ratio near 0.01); a free one ticks through
+    # much of the build, less of it on a machine busy with other tests (0.2 was seen)
+    assert asyncio.run(main()) > 0.1
 
 
 @pytest.mark.parametrize("setting", ["--descriptor-watch", "--descriptor-refresh"])
