@@ -26,7 +26,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import auth, authz, bodies, compression, dev, errors, health, openapi, reload, resources
+from . import auth, authz, bodies, compression, dev, errors, health, logs, openapi, reload, resources
 from .auth import AuthError, Authenticator
 from .backend import Backend
 from .config import Config
@@ -249,7 +249,7 @@ def _record(request: web.Request, state: GatewayState, response: web.StreamRespo
     state.metrics.observe_request(route, request.method, status, code_name, seconds,
                                   bytes_in, bytes_out)
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info(AccessEntry(
+        logs.access(AccessEntry(
             request_id=request[REQUEST_ID], user=request.get(USER),
             client=client_address(request.remote, request.headers.get("X-Forwarded-For"),
                                   state.trusted_proxies),
