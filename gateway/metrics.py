@@ -28,6 +28,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .tally import Level, Tally
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "opencue_gateway"
 UNMATCHED = "unmatched"
@@ -97,25 +99,42 @@ class Metrics:
         own = None if multiprocess_dir is not None else CollectorRegistry(auto_describe=True)
         p = PREFIX
 
-        self.requests = Counter(
-            f"{p}_requests", "HTTP requests answered, by route, method, status and gRPC code "
-            "(status 499 / CANCELLED: the client went away first)",
-            ("route", "method", "status", "grpc_code"), registry=own)
-        self.request_seconds = Histogram(
-            f"{p}_request_duration_seconds", "whole request, first byte in to last byte out",
-            ("route",), buckets=LATENCY_BUCKETS, registry=own)
-        self.backend_seconds = Histogram(
-            f"{p}_backend_duration_seconds", "each Cuebot call, by route and gRPC status",
-            ("route", "grpc_code"), buckets=LATENCY_BUCKETS, registry=own)
-        self.request_bytes = Histogram(
-            f"{p}_request_size_bytes", "request body bytes", ("route",),
-            buckets=SIZE_BUCKETS, registry=own)
-        self.response_bytes = Histogram(
-            f"{p}_response_size_bytes", "reply body bytes as sent (after gzip)", ("route",),
-            buckets=SIZE_BUCKETS, registry=own)
-        self.in_flight = Gauge(
-            f"{p}_requests_in_flight", "requests being served now (a scrape counts itself)",
-            registry=own, multiprocess_mode="livesum")
+        # The request path's series: in one process, counted by tally.Tally
+        # (cheap to update, built when scraped); with worker processes, as
+        # prometheus_client objects whose values live in the shared files.
+        help_ = {
+            "requests": "HTTP requests answered, by route, method, status and gRPC code "
+                        "(status 499 / CANCELLED: the client went away first)",
+            "request_seconds": "whole request, first byte in to last byte out",
+            "backend_seconds": "each Cuebot call, by route and gRPC status",
+            "request_bytes": "request body bytes",
+            "response_bytes": "reply body bytes as sent (after gzip)",
+            "in_flight": "requests being served now (a scrape counts itself)",
+        }
+        if own is not None:
+            tally = Tally(p, LATENCY_BUCKETS, SIZE_BUCKETS, help_, HTTP_METHODS)
+            own.register(tally)
+            self.in_flight: Gauge | Level = tally.in_flight
+            self.observe_request = tally.observe_request  # type: ignore[method-assign]
+            self.observe_backend = tally.observe_backend  # type: ignore[method-assign]
+        else:  # registry None: the values go to the shared files, read by the collector
+            self.requests = Counter(
+                f"{p}_requests", help_["requests"], ("route", "method", "status", "grpc_code"),
+                registry=None)
+            self.request_seconds = Histogram(
+                f"{p}_request_duration_seconds", help_["request_seconds"], ("route",),
+                buckets=LATENCY_BUCKETS, registry=None)
+            self.backend_seconds = Histogram(
+                f"{p}_backend_duration_seconds", help_["backend_seconds"],
+                ("route", "grpc_code"), buckets=LATENCY_BUCKETS, registry=None)
+            self.request_bytes = Histogram(
+                f"{p}_request_size_bytes", help_["request_bytes"], ("route",),
+                buckets=SIZE_BUCKETS, registry=None)
+            self.response_bytes = Histogram(
+                f"{p}_response_size_bytes", help_["response_bytes"], ("route",),
+                buckets=SIZE_BUCKETS, registry=None)
+            self.in_flight = Gauge(f"{p}_requests_in_flight", help_["in_flight"],
+                                   multiprocess_mode="livesum", registry=None)
         self.auth_failures = Counter(
             f"{p}_auth_failures", "refused credentials, by reason", ("reason",), registry=own)
         self.rate_limited = Counter(
@@ -206,6 +225,7 @@ class Metrics:
         return cls(os.environ.get(MULTIPROC_ENV) or None)
 
     # -- the request path ------------------------------------------------
+    # With worker processes (one process: tally.Tally's methods instead).
     # ``labels()`` validates and looks its arguments up under a lock on every
     # call; the label sets are few and fixed (see the module docstring), so
     # each request resolves its children once, from a dict, and then only

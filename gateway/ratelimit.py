@@ -23,10 +23,9 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 from aiolimiter import AsyncLimiter
 
@@ -45,8 +44,9 @@ _WARN_EVERY = 30.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """One check's outcome (a tuple: one is made per request)."""
+
     allowed: bool
     limit: float          # tokens per second (X-RateLimit-Limit)
     remaining: float      # tokens left after this request
@@ -64,17 +64,15 @@ class Decision:
         return h
 
 
+@lru_cache(maxsize=64)
 def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 def _decision(allowed: bool, rate: float, burst: float, tokens: float, cost: float,
               now: float) -> Decision:
-    return Decision(
-        allowed=allowed, limit=rate, remaining=tokens,
-        reset=now + (burst - tokens) / rate,
-        retry_after=0.0 if allowed else (cost - tokens) / rate,
-    )
+    return Decision(allowed, rate, tokens, now + (burst - tokens) / rate,
+                    0.0 if allowed else (cost - tokens) / rate)
 
 
 class _Bucket:
@@ -98,7 +96,7 @@ class LocalBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    async def take(self, client: str, cost: float) -> Decision:
+    def take(self, client: str, cost: float) -> Decision:
         now = time.monotonic()
         bucket = self._buckets.get(client)
         if bucket is None:
@@ -110,10 +108,11 @@ class LocalBuckets:
             self._buckets.move_to_end(client)
         limiter = bucket.limiter
         allowed = limiter.has_capacity(cost)
-        if allowed:
-            await limiter.acquire(cost)  # has capacity: returns without waiting
         # aiolimiter keeps the level (tokens spent) to itself; has_capacity()
-        # has just brought it up to date.
+        # has just brought it up to date, and when it holds, acquire() would
+        # only add the cost to it: done here without a coroutine per request.
+        if allowed:
+            limiter._level += cost  # noqa: SLF001
         tokens = self.burst - limiter._level  # noqa: SLF001
         return _decision(allowed, self.rate, self.burst, tokens, cost, time.time())
 
@@ -219,6 +218,12 @@ class RateLimiter:
                 return cost
         return 1.0
 
+    def check_local(self, client: str, cost: float = 1.0) -> Decision | None:
+        """This process's decision, or None when Redis is to be asked (then ``check``)."""
+        if self.redis is not None:
+            return None
+        return self._count(self.local.take(client, min(cost, self.burst)))
+
     async def check(self, client: str, cost: float = 1.0) -> Decision:
         cost = min(cost, self.burst)
         if self.redis is not None and time.monotonic() >= self._redis_down_until:
@@ -232,7 +237,7 @@ class RateLimiter:
             raise GatewayError(503, errors.UNAVAILABLE,
                                "rate limiter unavailable (Redis unreachable, "
                                "RATE_LIMIT_FAIL=closed)", headers={"Retry-After": "1"})
-        return self._count(await self.local.take(client, cost))
+        return self._count(self.local.take(client, cost))
 
     def _count(self, decision: Decision) -> Decision:
         if not decision.allowed:

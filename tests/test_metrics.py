@@ -395,3 +395,49 @@ async def test_every_route_of_its_own_is_its_label(make_gateway: Any,
         "/healthz", "/readyz", "/admin/reload", "/openapi.json", UNMATCHED}
     assert value(found, REQ, route="/admin/reload", status="401") == 1
     assert value(found, REQ, route=UNMATCHED) == 2
+
+
+def test_tally_exposes_what_prometheus_client_objects_would() -> None:
+    """The one-process counting (tally.Tally) renders exactly the client library's series."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from gateway.metrics import HTTP_METHODS, LATENCY_BUCKETS, SIZE_BUCKETS
+    from gateway.tally import Tally
+
+    help_ = {k: f"help of {k}" for k in ("requests", "request_seconds", "backend_seconds",
+                                         "request_bytes", "response_bytes", "in_flight")}
+    tally_reg, ref_reg = CollectorRegistry(), CollectorRegistry()
+    tally = Tally("t", LATENCY_BUCKETS, SIZE_BUCKETS, help_, HTTP_METHODS)
+    tally_reg.register(tally)
+    requests = Counter("t_requests", help_["requests"], ("route", "method", "status",
+                                                          "grpc_code"), registry=ref_reg)
+    seconds = Histogram("t_request_duration_seconds", help_["request_seconds"], ("route",),
+                        buckets=LATENCY_BUCKETS, registry=ref_reg)
+    backend = Histogram("t_backend_duration_seconds", help_["backend_seconds"],
+                        ("route", "grpc_code"), buckets=LATENCY_BUCKETS, registry=ref_reg)
+    size_in = Histogram("t_request_size_bytes", help_["request_bytes"], ("route",),
+                        buckets=SIZE_BUCKETS, registry=ref_reg)
+    size_out = Histogram("t_response_size_bytes", help_["response_bytes"], ("route",),
+                         buckets=SIZE_BUCKETS, registry=ref_reg)
+    in_flight = Gauge("t_requests_in_flight", help_["in_flight"], registry=ref_reg)
+    cases = [("/a", "POST", 200, "OK", 0.0004, 2, 64), ("/a", "POST", 200, "OK", 0.001, 64, 65),
+             ("/a", "BREW", 404, "NOT_FOUND", 0.07, 0, 1 << 30), ("/b", "GET", 200, "OK", 99.0,
+                                                                  1 << 31, 0),
+             ("/a", "POST", 200, "OK", 2.5, 1000, 4096)]
+    for route, method, status, code, s, i, o in cases:
+        tally.observe_request(route, method, status, code, s, i, o)
+        tally.observe_backend(route, code, s / 2)
+        requests.labels(route, method if method in HTTP_METHODS else "other", str(status),
+                        code).inc()
+        seconds.labels(route).observe(s)
+        size_in.labels(route).observe(i)
+        size_out.labels(route).observe(o)
+        backend.labels(route, code).observe(s / 2)
+    tally.in_flight.inc(), tally.in_flight.inc(), tally.in_flight.dec()
+    in_flight.inc(), in_flight.inc(), in_flight.dec()
+
+    def lines(reg: CollectorRegistry) -> list[str]:
+        return sorted(ln for ln in generate_latest(reg).decode().splitlines()
+                      if "_created" not in ln)
+
+    assert lines(tally_reg) == lines(ref_reg)

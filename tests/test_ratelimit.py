@@ -170,27 +170,27 @@ async def test_admitted_rate_single_process(make_gateway: Any, cuebot: Recording
 # ---------------------------------------------------------------------------
 async def test_local_bucket_refills_at_the_rate() -> None:
     buckets = LocalBuckets(rate=10, burst=2)
-    assert [(await buckets.take("c", 1)).allowed for _ in range(3)] == [True, True, False]
-    refused = await buckets.take("c", 1)
+    assert [(buckets.take("c", 1)).allowed for _ in range(3)] == [True, True, False]
+    refused = buckets.take("c", 1)
     assert 0 < refused.retry_after <= 0.1
     await asyncio.sleep(0.12)
-    ok = await buckets.take("c", 1)
+    ok = buckets.take("c", 1)
     assert ok.allowed and ok.remaining < 1
 
 
 async def test_idle_buckets_are_evicted() -> None:
     buckets = LocalBuckets(rate=100, burst=1)      # full again after 10 ms
     for i in range(1000):
-        await buckets.take(f"client-{i}", 1)
+        buckets.take(f"client-{i}", 1)
     await asyncio.sleep(0.05)
-    await buckets.take("newcomer", 1)
+    buckets.take("newcomer", 1)
     assert len(buckets) == 1
 
 
 async def test_busy_clients_are_capped() -> None:
     buckets = LocalBuckets(rate=0.001, burst=1, max_clients=50)   # never idle
     for i in range(10_000):
-        await buckets.take(f"client-{i}", 1)
+        buckets.take(f"client-{i}", 1)
     assert len(buckets) <= 50
 
 
