@@ -37,15 +37,18 @@ def _no_traceback(caplog: pytest.LogCaptureFixture) -> None:
     assert not bad, [r.getMessage() for r in bad]
 
 
+# mtime=0: the same bytes in every process, or pytest-xdist's workers collect
+# differently named tests and refuse to run
 @pytest.mark.parametrize(("coding", "body"), [
-    ("gzip", gzip.compress(BODY)),
-    ("x-gzip", gzip.compress(BODY)),
-    ("GZIP", gzip.compress(BODY)),
-    ("gzip", gzip.compress(BODY[:8]) + gzip.compress(BODY[8:])),  # two members
+    ("gzip", gzip.compress(BODY, mtime=0)),
+    ("x-gzip", gzip.compress(BODY, mtime=0)),
+    ("GZIP", gzip.compress(BODY, mtime=0)),
+    # two members
+    ("gzip", gzip.compress(BODY[:8], mtime=0) + gzip.compress(BODY[8:], mtime=0)),
     ("deflate", zlib.compress(BODY)),          # zlib container, as RFC 9110 says
     ("deflate", _raw_deflate(BODY)),           # raw deflate, as some clients send
     ("identity", BODY),
-    ("identity, gzip", gzip.compress(BODY)),
+    ("identity, gzip", gzip.compress(BODY, mtime=0)),
 ])
 async def test_valid_compressed_bodies_reach_the_backend_decoded(
         gateway: Any, cuebot: RecordingCuebot, coding: str, body: bytes) -> None:
@@ -58,11 +61,11 @@ async def test_valid_compressed_bodies_reach_the_backend_decoded(
 @pytest.mark.parametrize(("coding", "body", "why"), [
     ("gzip", b"this is not gzip", "gzip"),
     ("deflate", b"this is not deflate", "deflate"),
-    ("gzip", gzip.compress(BODY)[:-6], "truncated"),
-    ("gzip", gzip.compress(BODY)[:12], "truncated"),
+    ("gzip", gzip.compress(BODY, mtime=0)[:-6], "truncated"),
+    ("gzip", gzip.compress(BODY, mtime=0)[:12], "truncated"),
     ("deflate", zlib.compress(BODY)[:-3], "truncated"),
-    ("gzip", gzip.compress(BODY) + b"junk", "data after the end"),
-    ("gzip", gzip.compress(BODY)[:-8] + b"\0" * 8, "gzip"),  # wrong CRC and length
+    ("gzip", gzip.compress(BODY, mtime=0) + b"junk", "data after the end"),
+    ("gzip", gzip.compress(BODY, mtime=0)[:-8] + b"\0" * 8, "gzip"),  # wrong CRC and length
 ])
 async def test_invalid_compressed_body_is_400_in_the_envelope_without_traceback(
         gateway: Any, cuebot: RecordingCuebot, caplog: pytest.LogCaptureFixture,
@@ -98,7 +101,7 @@ async def test_decompression_bomb_is_413_and_cheap(gateway: Any, cuebot: Recordi
                                                    coding: str) -> None:
     """16 MB of spaces in about 16 KB: refused once 64 KiB (the limit) is inflated."""
     big = b" " * (16 * 1024 * 1024)
-    body = gzip.compress(big, 9) if coding == "gzip" else zlib.compress(big, 9)
+    body = gzip.compress(big, 9, mtime=0) if coding == "gzip" else zlib.compress(big, 9)
     assert len(body) < 64 * 1024
     status, _h, reply = await raw_request(gateway.port, "POST", FIND_SHOW, body,
                                           headers={"Content-Encoding": coding})
@@ -111,12 +114,12 @@ async def test_decompression_bomb_is_413_and_cheap(gateway: Any, cuebot: Recordi
 async def test_body_that_inflates_to_exactly_the_limit_is_taken(
         gateway: Any, cuebot: RecordingCuebot) -> None:
     padded = BODY + b" " * (64 * 1024 - len(BODY))
-    status, _h, reply = await raw_request(gateway.port, "POST", FIND_SHOW, gzip.compress(padded),
+    status, _h, reply = await raw_request(gateway.port, "POST", FIND_SHOW, gzip.compress(padded, mtime=0),
                                           headers={"Content-Encoding": "gzip"})
     assert status == 200, reply
     assert cuebot.calls[-1].request == WIRE
     status, _h, _r = await raw_request(gateway.port, "POST", FIND_SHOW,
-                                       gzip.compress(padded + b" "),
+                                       gzip.compress(padded + b" ", mtime=0),
                                        headers={"Content-Encoding": "gzip"})
     assert status == 413
 
