@@ -17,9 +17,8 @@ import asyncio
 import itertools
 import logging
 import re
-import time
 import os
-from dataclasses import dataclass, field
+import time
 from typing import Awaitable, Callable
 from urllib.parse import quote
 
@@ -27,17 +26,17 @@ from aiohttp import web
 
 from . import cors as cors_mod
 from . import auth, authz, bodies, compression, dev, errors, health, logs, openapi, reload, resources
-from .auth import AuthError, Authenticator
-from .backend import Backend
-from .config import Config
-from .cors import CorsPolicy
+from .auth import AuthError
 from .errors import GatewayError
 from .logs import AccessEntry
-from .metrics import UNMATCHED, Metrics
+from .metrics import UNMATCHED
 from .offload import Offloader
 from .protect import Protector
-from .ratelimit import Network, RateLimiter, client_address, rate_limited
+from .ratelimit import client_address, rate_limited
 from .routes import MethodTable, Route
+# the state and its keys (also importable from here, as they used to be defined here)
+from .state import (BYTES_IN, OPEN_RESOURCES, REPLY_HEADERS, REQUEST_ID,  # noqa: F401
+                    ROUTE_LABELS, ROUTE_PATH, STATE, USER, GatewayState)
 from .transcode import DecodeError, EncodeError
 
 log = logging.getLogger("gateway")
@@ -47,46 +46,11 @@ dev_log = logging.getLogger("gateway.dev")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@dataclass
-class GatewayState:
-    """What a request needs; ``table`` is replaced whole on reload."""
-
-    cfg: Config
-    backend: Backend
-    table: MethodTable
-    auth: Authenticator | None = None        # None only with --no-auth
-    limiter: RateLimiter | None = None       # None when RATE_LIMIT_RPS=0
-    access: authz.Access | None = None       # None without AUTHZ_POLICY and AUDIT_LOG
-    cors: CorsPolicy = CorsPolicy(frozenset())
-    trusted_proxies: tuple[Network, ...] = ()
-    metrics: Metrics = field(default_factory=Metrics)
-    reloader: "reload.Reloader | None" = None      # made by create_app
-    readiness: "health.Readiness | None" = None    # made by create_app
-    offload: Offloader | None = None               # made by create_app
-    protect: "Protector | None" = None             # made by create_app
-    draining: bool = False                         # shutting down: /readyz says 503
-
-
-STATE = web.AppKey("state", GatewayState)
-# aiohttp 3.14 wants typed keys for request storage; older releases take a str
-REQUEST_ID = web.RequestKey("request_id", str) if hasattr(web, "RequestKey") else "request_id"
-USER = web.RequestKey("user", str) if hasattr(web, "RequestKey") else "user"
-# headers every reply gets, whatever produced it (rate-limit state, CORS)
-REPLY_HEADERS = (web.RequestKey("reply_headers", dict) if hasattr(web, "RequestKey")
-                 else "reply_headers")
-# the canonical path of the RPC a request named, once handle_rpc has found it
-ROUTE_PATH = web.RequestKey("route_path", str) if hasattr(web, "RequestKey") else "route_path"
-# request body bytes, once a handler has read the body
-BYTES_IN = web.RequestKey("bytes_in", int) if hasattr(web, "RequestKey") else "bytes_in"
-
 # Served without a token or a rate limit: probes, metrics, the API description.
 # Decided by the route a request matched, not by its path text, so that no
 # spelling of a path (dots, escapes, another verb) can reach anything else open.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 OPEN_PREFIXES = ("/docs/static",)
-OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
-# each route's metric label, fixed when the app is built (None: the RPC catch-all)
-ROUTE_LABELS = web.AppKey("route_labels", dict)
 
 _SLASHES = re.compile(r"//+")
 # Request ids made here: a random 16-hex-digit prefix per process and a

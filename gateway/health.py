@@ -22,6 +22,8 @@ import grpc
 import orjson
 from aiohttp import web
 
+from .state import STATE
+
 if TYPE_CHECKING:
     from .backend import Backend
 
@@ -146,7 +148,6 @@ def _iso(epoch: float) -> str:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    from .app import STATE  # the app module imports this one
 
     state = request.app[STATE]
     table = state.table

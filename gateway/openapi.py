@@ -40,6 +40,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from . import __version__, static
 from .compression import accepts_gzip
 from .routes import MethodTable
+from .state import STATE
 from .transcode import is_repeated
 
 T = FieldDescriptor
@@ -358,7 +359,6 @@ def add_routes(app: web.Application, table_of: Callable[[web.Request], MethodTab
                             content_type="application/json", headers=headers)
 
     async def build_first(app: web.Application) -> None:
-        from .app import STATE  # the app module imports this one
 
         if STATE in app:
             prepare(app[STATE].table)

@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from . import auth, authz, descriptors, errors, openapi
+from . import auth, authz, descriptors, errors, openapi, reflection
 from .descriptors import DescriptorError
 from .errors import GatewayError
 from .routes import MethodTable
+from .state import STATE, USER
 
 if TYPE_CHECKING:
-    from .app import GatewayState
+    from .state import GatewayState
     from .backend import Backend
     from .config import Config
 
@@ -52,7 +53,7 @@ class ReloadError(Exception):
 async def load_descriptors(cfg: "Config", backend: "Backend") -> descriptors.Descriptors:
     """The configured source, read again; file and compiler work off the event loop."""
     if cfg.descriptor_source == "reflection":
-        return await descriptors.load(cfg, backend.channel)
+        return await reflection.fetch(backend.channel, cfg.cuebot_endpoint, cfg.grpc_timeout)
     if cfg.descriptor_source == "file":
         return await asyncio.to_thread(descriptors.load_file, cfg.descriptor_set)
     if cfg.descriptor_source == "proto":
@@ -266,7 +267,6 @@ def notify_supervisor() -> bool:
 
 async def handle_reload(request: web.Request) -> web.Response:
     """``POST /admin/reload``: reload now and say what happened (authenticated)."""
-    from .app import STATE, USER  # the app module imports this one
 
     if request.method != "POST":
         raise errors.method_not_allowed("POST")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .app import GatewayState
+    from .state import GatewayState
     from .server import GatewayRunner
 
 log = logging.getLogger("gateway")
