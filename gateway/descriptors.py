@@ -20,16 +20,11 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError as WireDecodeError
-
-if TYPE_CHECKING:
-    import grpc
-
-    from .config import Config
 
 BUNDLED_NAME = "opencue.binpb"
 
@@ -258,16 +253,3 @@ def protoc_errors(stderr: str, returncode: int) -> str:
     more = len(found) - MAX_PROTOC_ERRORS
     text = "; ".join(found[:MAX_PROTOC_ERRORS])
     return text + (f" (and {more} more)" if more > 0 else "")
-
-
-async def load(cfg: "Config", channel: "grpc.aio.Channel") -> Descriptors:
-    """The descriptors ``cfg`` asks for; reflection uses the backend channel."""
-    if cfg.descriptor_source == "file":
-        return load_file(cfg.descriptor_set)
-    if cfg.descriptor_source == "proto":
-        return load_proto_path(cfg.proto_path)
-    if cfg.descriptor_source == "reflection":
-        from . import reflection  # the only source that needs a live server
-
-        return await reflection.fetch(channel, cfg.cuebot_endpoint, cfg.grpc_timeout)
-    return load_bundled()

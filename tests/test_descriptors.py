@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 
 from gateway import reflection
 from gateway.config import Config
-from gateway.descriptors import (DescriptorError, build, bundled_path, load, load_bundled,
+from gateway.descriptors import (DescriptorError, build, bundled_path, load_bundled,
                                  load_file, load_proto_path, parse_set)
 from gateway.routes import MethodTable
 from support import ROOT, RecordingCuebot, free_port
@@ -169,17 +169,20 @@ async def test_reflection_mode_gateway_serves_and_calls(make_gateway, reflecting
 
 
 async def test_load_dispatches_on_the_configured_source(tmp_path, bundled):
-    channel = grpc.aio.insecure_channel("127.0.0.1:1")
+    from gateway.backend import Backend
+    from gateway.reload import load_descriptors
+
+    backend = Backend(Config().with_(cuebot_endpoint="127.0.0.1:1"))
     try:
-        assert (await load(Config(), channel)).version == bundled.version
+        assert (await load_descriptors(Config(), backend)).version == bundled.version
         f = tmp_path / "set.binpb"
         f.write_bytes(bundled.serialized())
-        assert (await load(Config().with_(descriptor_set=f), channel)).source == \
+        assert (await load_descriptors(Config().with_(descriptor_set=f), backend)).source == \
             f"descriptor set {f}"
-        assert (await load(Config().with_(proto_path=PROTOS), channel)).source.startswith(
-            "proto path")
+        assert (await load_descriptors(Config().with_(proto_path=PROTOS), backend)
+                ).source.startswith("proto path")
     finally:
-        await channel.close()
+        await backend.close()
 
 
 # -- failures ----------------------------------------------------------------
