@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import ssl
 import sys
@@ -29,15 +28,12 @@ from .descriptors import DescriptorError
 from .metrics import Metrics
 from .ratelimit import RateLimiter, parse_networks
 from .server import GatewayRunner
+from .startup import StartupError, sandbox_banner, start_sandbox
 
 if TYPE_CHECKING:
     from . import jwks
 
 log = logging.getLogger("gateway")
-
-
-class StartupError(Exception):
-    """The gateway cannot start; the message says why."""
 
 
 def setup_logging(level: str, worker: str | None = None, fmt: str = "text") -> None:
@@ -139,50 +135,6 @@ async def build_state(cfg: Config) -> GatewayState:
                         **guards)  # type: ignore[arg-type]
 
 
-async def start_sandbox(cfg: Config) -> tuple[Config, object]:
-    """The embedded Cuebot stand-in, and the settings pointing the gateway at it."""
-    from .sandbox import server as sandbox_server  # only this mode needs it
-
-    try:
-        from .sandbox.dispatcher import DispatchSettings
-
-        sb = await sandbox_server.start(
-            cfg.sandbox_db, demo=not cfg.empty, dispatch=not cfg.no_dispatch,
-            settings=DispatchSettings(speed=cfg.speed, failure_rate=cfg.failure_rate),
-            log_root=cfg.log_root)
-    except Exception as e:  # noqa: BLE001 - a bad database path, a full disk...
-        raise StartupError(f"sandbox: {e}") from None
-    changes: dict[str, object] = {"cuebot_endpoint": sb.endpoint}
-    if not cfg.no_auth and not cfg.jwt_secret and cfg.jwt_secret_file is None:
-        changes["jwt_secret"] = secrets.token_hex(32)  # this run's own; never logged
-    return cfg.with_(**changes), sb
-
-
-SANDBOX_TOKEN_HOURS = 12
-
-
-def _sandbox_banner(cfg: Config, url: str) -> str:
-    """The ready-made token and a curl line, for the person who typed --sandbox."""
-    if cfg.no_auth:
-        return (f"\nSandbox ready at {url} (no authentication).\n"
-                f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
-    secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
-    hmac = [a for a in cfg.jwt_algorithms if a in auth.HMAC_ALGORITHMS]
-    extra = {}
-    try:  # whoever started the sandbox may do everything its policy names
-        policy = authz.read_policy(cfg.authz_policy)
-    except authz.PolicyError:
-        policy = None
-    if policy is not None:
-        extra[cfg.jwt_roles_claim] = list(policy.roles)
-    token = auth.mint(secret, "sandbox-user", SANDBOX_TOKEN_HOURS * 3600,
-                      algorithm=hmac[0] if hmac else "HS256", extra=extra)
-    return (f"\nSandbox ready at {url}. A token for it (valid {SANDBOX_TOKEN_HOURS} h):\n"
-            f"  export TOKEN={token}\n"
-            f"  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST "
-            f"{url}/show.ShowInterface/GetShows -d '{{}}'\n")
-
-
 def _tls_context(cfg: Config) -> ssl.SSLContext | None:
     if cfg.tls_cert_file is None or cfg.tls_key_file is None:
         return None
@@ -250,7 +202,7 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
         if sandbox and runner.addresses:
             host, port = runner.addresses[0][0], runner.addresses[0][1]
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-            print(_sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
+            print(sandbox_banner(cfg, f"{scheme}://{shown}:{port}"), flush=True)
         reloader.start_watching()
         if check_cuebot and state.readiness is not None:  # a warning if it does not answer
             check = asyncio.create_task(health.report_at_start(state.backend, state.readiness))

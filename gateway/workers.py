@@ -35,6 +35,7 @@ from typing import Any
 from . import writes
 from .config import Config
 from .reload import SUPERVISOR_ENV
+from .startup import StartupError, sandbox_banner, start_sandbox
 
 log = logging.getLogger("gateway.workers")
 
@@ -96,7 +97,6 @@ class Supervisor:
         return w
 
     async def _wait_ready(self, n: int) -> None:
-        from .cli import StartupError
 
         pending = set(range(n))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -182,7 +182,6 @@ class Supervisor:
         return worst
 
     async def run(self) -> int:
-        from .cli import StartupError, _sandbox_banner, start_sandbox
 
         cfg = self.cfg
         sandbox = None
@@ -225,7 +224,7 @@ class Supervisor:
                      port, cfg.workers, cfg.cuebot_endpoint, ", the sandbox" if sandbox else "")
             if sandbox is not None:
                 host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else shown
-                print(_sandbox_banner(cfg, f"{scheme}://{host}:{port}"), flush=True)
+                print(sandbox_banner(cfg, f"{scheme}://{host}:{port}"), flush=True)
             await self._keep_alive()
             log.info("shutting down %d workers", len(self.workers))
             return await self._stop_all()

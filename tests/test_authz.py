@@ -326,11 +326,11 @@ def test_the_sandbox_token_has_every_role_of_the_policy(policy_file: Path) -> No
     import jwt
 
     from gateway.auth import roles_from_claims
-    from gateway.cli import _sandbox_banner
+    from gateway.startup import sandbox_banner
     from gateway.config import Config
 
     for claim in ("role", "realm_access.roles"):
         cfg = Config(jwt_secret="s" * 40, authz_policy=policy_file, jwt_roles_claim=claim)
-        tok = _sandbox_banner(cfg, "http://127.0.0.1:1").split("export TOKEN=")[1].split()[0]
+        tok = sandbox_banner(cfg, "http://127.0.0.1:1").split("export TOKEN=")[1].split()[0]
         claims = jwt.decode(tok, "s" * 40, algorithms=["HS256"])
         assert roles_from_claims(claims, claim) == ("viewer", "wrangler", "admin")

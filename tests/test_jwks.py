@@ -360,10 +360,10 @@ async def test_unknown_kid_without_a_refresh_is_refused_by_the_sync_path(tmp_pat
 
 def test_sandbox_token_still_uses_hmac() -> None:
     """A JWT_ALGORITHMS list that starts with an asymmetric name still gets a token printed."""
-    from gateway.cli import _sandbox_banner
+    from gateway.startup import sandbox_banner
     from gateway.config import Config
 
     cfg = Config(jwt_secret=SECRET, jwt_algorithms=("ES256", "HS384"), jwt_jwks="/x")
-    banner = _sandbox_banner(cfg, "http://127.0.0.1:1")
+    banner = sandbox_banner(cfg, "http://127.0.0.1:1")
     tok = banner.split("export TOKEN=")[1].split()[0]
     assert json.loads(base64.urlsafe_b64decode(tok.split(".")[0] + "=="))["alg"] == "HS384"
