@@ -342,9 +342,9 @@ OPTIONS: tuple[Option, ...] = (
            shown="1GiB"),
     Option("gzip_min_bytes", "GZIP_MIN_BYTES", "--gzip-min-bytes", _size_or_zero, 1024,
            "gzip replies from this size when the client accepts it (0: never)", "SIZE"),
-    Option("offload_workers", "OFFLOAD_WORKERS", "--offload-workers", _int_range(0, 64), 1,
-           "processes converting large messages off the event loop, started when first "
-           "needed (0: convert everything in the event loop)", "N"),
+    Option("offload_workers", "OFFLOAD_WORKERS", "--offload-workers", _int_range(0, 64), 2,
+           "processes converting large messages off the event loop, started when needed "
+           "(0: convert everything in the event loop)", "N"),
     Option("offload_min_bytes", "OFFLOAD_MIN_BYTES", "--offload-min-bytes", _size, 128 * 1024,
            "messages this large or larger (reply wire bytes, request JSON bytes) are "
            "converted by those processes", "SIZE"),
@@ -524,7 +524,7 @@ class Config:
     max_request_bytes: int = 8 * 1024**2
     max_response_bytes: int = 1024**3
     gzip_min_bytes: int = 1024
-    offload_workers: int = 1
+    offload_workers: int = 2
     offload_min_bytes: int = 128 * 1024
     offload_idle: float = 30.0
     cuebot_tls: bool = False

@@ -215,11 +215,15 @@ class Offloader:
 
     # -- the pool ------------------------------------------------------------
     async def _worker(self) -> _Worker:
-        """An idle worker, a new one while fewer than ``workers`` run, else the least busy."""
+        """An idle worker, a new one while fewer than ``workers`` run, else the least busy.
+
+        Of the idle ones, the one used last: a trickle of large messages keeps
+        one worker busy and lets the others reach OFFLOAD_IDLE and exit.
+        """
         self._pool = [w for w in self._pool if w.alive]
-        for w in self._pool:
-            if not w.pending:
-                return w
+        idle = [w for w in self._pool if not w.pending]
+        if idle:
+            return max(idle, key=lambda w: w.last_used)
         if len(self._pool) + len(self._starting) < self.workers:
             task = asyncio.ensure_future(_Worker.start())
             self._starting.add(task)
