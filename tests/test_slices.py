@@ -2,7 +2,7 @@
 
 ``slices.SlicedEncoder`` is what the conversion process runs for every
 reply; these tests hold it to ``MessageCodec.to_json`` byte for byte, on the
-vectors and on shapes OpenCue's protos do not have (tests/protos/slices.proto),
+vectors and on shapes OpenCue's protos do not have (tests/data/slices.proto),
 and check that the long lists really are cut: in pieces, with a fraction of
 the memory.
 """
@@ -103,7 +103,7 @@ def test_the_worker_sends_the_pieces_unjoined(bundled: Any) -> None:
 
 
 # ---------------------------------------------------------------------------
-# shapes of tests/protos/slices.proto
+# shapes of tests/data/slices.proto
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Descriptors:
@@ -112,7 +112,7 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Descriptors:
 
     out = tmp_path_factory.mktemp("slices") / "slices.binpb"
     include = Path(grpc_tools.__file__).parent / "_proto"
-    folder = Path(__file__).parent / "protos"
+    folder = Path(__file__).parent / "data"
     assert protoc.main(["protoc", f"-I{folder}", f"-I{include}", "--include_imports",
                         f"--descriptor_set_out={out}", "slices.proto"]) == 0
     return load_file(out)
