@@ -35,22 +35,22 @@ SLICE_ITEMS = 1000  # elements per slice: about 1.8 MB of dictionaries for frame
 _MAX_DEPTH = 8  # singular message fields followed from the root, at most
 _WKT_PREFIX = "google.protobuf."  # special JSON forms: never looked into
 
-Path = tuple[FieldDescriptor, ...]
+FieldPath = tuple[FieldDescriptor, ...]
 
 
 def _is_map(f: FieldDescriptor) -> bool:
     return f.message_type is not None and f.message_type.GetOptions().map_entry
 
 
-def _list_paths(root: Descriptor) -> list[Path]:
+def _list_paths(root: Descriptor) -> list[FieldPath]:
     """Every repeated message field reachable through singular message fields.
 
     A type already on the way is not entered again (recursive messages), nor
     is a well-known type, whose JSON is not an object of its fields.
     """
-    found: list[Path] = []
+    found: list[FieldPath] = []
 
-    def walk(d: Descriptor, way: Path, seen: frozenset[str]) -> None:
+    def walk(d: Descriptor, way: FieldPath, seen: frozenset[str]) -> None:
         for f in d.fields:
             if f.message_type is None or _is_map(f):
                 continue
@@ -117,7 +117,7 @@ class SlicedEncoder:
         pieces.append(text[start:])
         return pieces
 
-    def _detach(self, msg: Message) -> list[tuple[Path, Any]]:
+    def _detach(self, msg: Message) -> list[tuple[FieldPath, Any]]:
         """The long lists, taken out of ``msg`` (moved, not copied; see the module doc)."""
         out = []
         for path in self._paths:
