@@ -9,8 +9,9 @@ an idle worker go to give its memory back.
 Frames (little-endian):
   task   op:u8 id:u32 version_len:u16 name_len:u16 payload_len:u32, then
          version, name, payload. op 1 loads a FileDescriptorSet (payload) as
-         ``version``; op 2 encodes wire bytes of message ``name`` to JSON;
-         op 3 decodes a JSON body to wire bytes.
+         ``version``; op 2 encodes wire bytes of message ``name`` to JSON
+         (long lists a slice at a time, see ``slices.py``); op 3 decodes a
+         JSON body to wire bytes.
   answer id:u32 status:u8 payload_len:u32, then payload: the result for
          status 0; for an error (1 decode, 2 encode, 3 other), its message.
 """
@@ -51,6 +52,7 @@ class _Versions:
 
     def __init__(self) -> None:
         self._sets: dict[str, tuple[object, object, dict[str, object]]] = {}
+        self._sliced: dict[tuple[str, str], object] = {}
 
     def load(self, version: str, payload: bytes) -> None:
         from google.protobuf import descriptor_pb2
@@ -63,6 +65,7 @@ class _Versions:
         self._sets[version] = (descs.pool, Transcoder(), {})
         while len(self._sets) > KEEP_VERSIONS:
             del self._sets[next(iter(self._sets))]
+        self._sliced = {k: v for k, v in self._sliced.items() if k[0] in self._sets}
 
     def codec(self, version: str, name: str):  # -> MessageCodec
         entry = self._sets.get(version)
@@ -73,6 +76,16 @@ class _Versions:
         if codec is None:
             codec = codecs[name] = transcoder.codec(pool.FindMessageTypeByName(name))
         return codec
+
+    def sliced(self, version: str, name: str):  # -> slices.SlicedEncoder
+        """The encoder writing ``name``'s long lists a slice at a time (see slices.py)."""
+        enc = self._sliced.get((version, name))
+        if enc is None:
+            from .slices import SlicedEncoder
+
+            codec = self.codec(version, name)
+            enc = self._sliced[version, name] = SlicedEncoder(codec, self._sets[version][1])
+        return enc
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
@@ -94,24 +107,33 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         try:
             if op == LOAD:
                 versions.load(version, payload)
-                status, result = OK, b""
+                status, result = OK, [b""]
             elif op == ENCODE:
-                status, result = OK, versions.codec(version, name).to_json(payload)
+                status, result = OK, versions.sliced(version, name).encode(payload)
             elif op == DECODE:
-                status, result = OK, versions.codec(version, name).from_json(payload)
+                status, result = OK, [versions.codec(version, name).from_json(payload)]
             else:
-                status, result = FAILED, f"unknown task {op}".encode()
+                status, result = FAILED, [f"unknown task {op}".encode()]
         except DecodeError as e:
-            status, result = DECODE_ERROR, str(e).encode()
+            status, result = DECODE_ERROR, [str(e).encode()]
         except EncodeError as e:
-            status, result = ENCODE_ERROR, str(e).encode()
+            status, result = ENCODE_ERROR, [str(e).encode()]
         except Exception as e:  # noqa: BLE001 - reported to the gateway, which decides
-            status, result = FAILED, f"{type(e).__name__}: {e}".encode()
+            status, result = FAILED, [f"{type(e).__name__}: {e}".encode()]
         del payload
-        out.write(ANSWER.pack(task_id, status, len(result)))
-        out.write(result)
+        # the answer's pieces go out one by one: joined, they would be a second copy
+        _write_all(out, ANSWER.pack(task_id, status, sum(map(len, result))))
+        for piece in result:
+            _write_all(out, piece)
         out.flush()
         del result
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    """``data`` written whole (an unbuffered file may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
 
 
 def main() -> None:
