@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import memory
 from . import offload_worker as proto
@@ -163,23 +163,20 @@ class Offloader:
     # -- the two directions ------------------------------------------------
     async def to_json(self, table: "MethodTable", codec: "MessageCodec", wire: bytes) -> bytes:
         """``codec.to_json(wire)``, off the event loop when ``wire`` is large."""
-        if not self.offloads(len(wire)):
-            return codec.to_json(wire)
-        answer = await self._run(proto.ENCODE, table, codec.full_name, wire)
-        if answer is None:
-            return codec.to_json(wire)
-        status, out = answer
-        if status == proto.OK:
-            return out
-        raise EncodeError(out.decode(errors="replace"))
+        return await self._convert(proto.ENCODE, table, codec, wire, codec.to_json)
 
     async def from_json(self, table: "MethodTable", codec: "MessageCodec", body: bytes) -> bytes:
         """``codec.from_json(body)``, off the event loop when ``body`` is large."""
-        if not self.offloads(len(body)):
-            return codec.from_json(body)
-        answer = await self._run(proto.DECODE, table, codec.full_name, body)
-        if answer is None:
-            return codec.from_json(body)
+        return await self._convert(proto.DECODE, table, codec, body, codec.from_json)
+
+    async def _convert(self, op: int, table: "MethodTable", codec: "MessageCodec",
+                       data: bytes, inline: "Callable[[bytes], bytes]") -> bytes:
+        """``inline(data)``'s result, from a worker when ``data`` is large; its errors alike."""
+        if not self.offloads(len(data)):
+            return inline(data)
+        answer = await self._run(op, table, codec.full_name, data)
+        if answer is None:  # no worker could start
+            return inline(data)
         status, out = answer
         if status == proto.OK:
             return out
