@@ -39,11 +39,17 @@ class Admission:
     def queued(self) -> int:
         return len(self._waiting)
 
-    async def acquire(self, deadline: float) -> None:
-        """Take a slot, waiting in line until ``deadline`` (event-loop time) at most."""
+    def take(self) -> bool:
+        """Take a free slot if there is one now, without waiting (then ``acquire``)."""
         if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
             self._changed()
+            return True
+        return False
+
+    async def acquire(self, deadline: float) -> None:
+        """Take a slot, waiting in line until ``deadline`` (event-loop time) at most."""
+        if self.take():
             return
         if len(self._waiting) >= self.queue:
             raise self._refusal("full")

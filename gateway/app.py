@@ -1,15 +1,15 @@
 """The HTTP side: middleware, the one generic RPC handler, the app factory.
 
 The path of a request, top to bottom of this file:
-``context`` middleware (request id, error envelope, size cap, gzip, metrics,
-access line) ->
-``cors`` (preflights answered here) -> ``guard`` (token, then what the
-caller's roles allow (``authz``), then the client's rate limit) ->
-``handle_rpc``: method table lookup ->
+``context``, the one middleware (request id, CORS preflights, then
+``guard.admit``: token, what the caller's roles allow (``authz``), the
+client's rate limit; the error envelope, size cap, gzip, metrics, access
+line) -> ``handle_rpc``: method table lookup ->
 ``MessageCodec.from_json`` -> ``invoke`` -> ``Protector.call`` (circuit
 breaker, cap, coalescing: ``protect.py``) -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
-sits in one object so that a reload can swap it.
+sits in one object so that a reload can swap it; what one request's layers
+hand each other sits in a ``state.Call``.
 """
 from __future__ import annotations
 
@@ -25,18 +25,16 @@ from urllib.parse import quote
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import auth, authz, bodies, compression, dev, errors, health, logs, openapi, reload, resources
-from .auth import AuthError
+from . import authz, bodies, compression, dev, errors, guard, health, logs, openapi, reload
+from . import resources
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED
 from .offload import Offloader
 from .protect import Protector
-from .ratelimit import client_address, rate_limited
-from .routes import MethodTable, Route
+from .routes import SLASHES, MethodTable, Route
 # the state and its keys (also importable from here, as they used to be defined here)
-from .state import (BYTES_IN, OPEN_RESOURCES, REPLY_HEADERS, REQUEST_ID,  # noqa: F401
-                    ROUTE_LABELS, ROUTE_PATH, STATE, USER, GatewayState)
+from .state import CALL, STATE, Call, GatewayState, caller  # noqa: F401 - STATE: tests
 from .transcode import DecodeError, EncodeError
 
 log = logging.getLogger("gateway")
@@ -52,7 +50,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 OPEN_PREFIXES = ("/docs/static",)
 
-_SLASHES = re.compile(r"//+")
 # Request ids made here: a random 16-hex-digit prefix per process and a
 # counter, 32 hex digits as a UUID's, unique without a syscall per request.
 _ID_PREFIX = os.urandom(8).hex()
@@ -71,13 +68,13 @@ def _reseed_request_ids() -> None:
 os.register_at_fork(after_in_child=_reseed_request_ids)  # a forked child is another process
 
 
-
 _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}\Z")
 _METADATA_KEY_OK = re.compile(r"[0-9a-z_.-]+\Z")
 _GRPC_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])\Z")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _MIN_TIMEOUT = 1e-3  # finer deadlines are not kept by the gRPC library
 _METADATA_PREFIX = "grpc-metadata-"
+_HAS_METADATA = re.compile(r"^grpc-metadata-", re.IGNORECASE | re.MULTILINE)
 # metadata a client may not set through Grpc-Metadata-*: ids and identity the
 # gateway sets itself, credentials, and HTTP/2 connection-level headers
 _RESERVED_METADATA = frozenset({
@@ -89,33 +86,42 @@ IDENTITY_METADATA = "x-opencue-user"  # the token's subject, for Cuebot's logs
 
 
 # ---------------------------------------------------------------------------
-# middleware
+# the middleware
 # ---------------------------------------------------------------------------
 @web.middleware
 async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id in and out, every failure in the JSON envelope, metrics, one access line.
+    """Request id in and out, CORS, the guard, every failure in the JSON envelope,
+    metrics, one access line.
 
-    A reply with a body in memory is written here, not after the middleware
-    returns, so that the duration covers sending it and a client that hangs
-    up while it is sent is seen: that request, like one whose client left
-    while the handler ran (aiohttp cancels the handler), is logged and
-    counted as 499 CANCELLED, at info level: a client's choice, not a server
-    error. Files (``FileResponse`` cannot be prepared twice) and streams are
-    left for aiohttp to send, after this line is logged.
+    One middleware, not one per concern: each layer aiohttp stacks costs a
+    coroutine per request, and this is every request's path. A reply with a
+    body in memory is written here, not after the middleware returns, so
+    that the duration covers sending it and a client that hangs up while it
+    is sent is seen: that request, like one whose client left while the
+    handler ran (aiohttp cancels the handler), is logged and counted as 499
+    CANCELLED, at info level: a client's choice, not a server error. Files
+    (``FileResponse`` cannot be prepared twice) and streams are left for
+    aiohttp to send, after this line is logged.
     """
     started = time.perf_counter()
     state = request.app[STATE]
     rid = request.headers.get("X-Request-Id")
     if rid is None or not _REQUEST_ID_OK.match(rid):
         rid = _new_request_id()
-    request[REQUEST_ID] = rid
-    request[REPLY_HEADERS] = extra = {}
-    state.metrics.in_flight.inc()
+    request[CALL] = call = Call(state, rid)
+    resource = getattr(request.match_info.route, "resource", None)
+    metrics = state.metrics
+    metrics.in_flight.inc()
     response: web.StreamResponse | None = None
     status, code = 0, errors.OK
     try:
         try:
-            response = await handler(request)
+            if state.cors.enabled and "Origin" in request.headers:
+                response = await _cors(request, call, state)
+            if response is None:
+                if resource not in state.open_resources:
+                    await guard.admit(request, call, state)
+                response = await handler(request)
         except GatewayError as e:
             response, code = e.response(), e.code
         except web.HTTPException as e:
@@ -127,16 +133,19 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             response, code = errors.internal().response(), errors.INTERNAL
         if code == errors.OK and response.status >= 400:
             code = errors.UNKNOWN  # an error reply a handler returned instead of raising
-        if state.cfg.dev:
+        cfg = state.cfg
+        if cfg.dev:
             _dev_reply(request, response, started)
-        response, code = _capped(request, response, code, state.cfg.max_response_bytes)
-        response.headers["X-Request-Id"] = rid
+        response, code = _capped(request, call, response, code, cfg.max_response_bytes)
+        headers = response.headers
+        headers["X-Request-Id"] = rid
+        extra = call.reply_headers
         if extra:
-            response.headers.update(extra)
-        await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
+            headers.update(extra)
+        await compression.maybe_gzip(request, response, cfg.gzip_min_bytes)
         status = response.status
-        if isinstance(response, web.Response):  # a file or a stream is aiohttp's to send
-            try:
+        if type(response) is web.Response or isinstance(response, web.Response):
+            try:  # a file or a stream is aiohttp's to send
                 await response.prepare(request)
                 await response.write_eof()
             except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
@@ -148,36 +157,33 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         status, code = 500, errors.INTERNAL
         raise
     finally:
-        state.metrics.in_flight.dec()
-        _record(request, state, response, status, code, time.perf_counter() - started)
+        metrics.in_flight.dec()
+        _record(request, call, resource, response, status, code, time.perf_counter() - started)
     return response
 
 
-def _capped(request: web.Request, response: web.StreamResponse, code: int,
+def _capped(request: web.Request, call: Call, response: web.StreamResponse, code: int,
             limit: int) -> tuple[web.StreamResponse, int]:
     """The reply, or a 502 naming MAX_RESPONSE_BYTES instead of a body over it."""
     body = response.body if isinstance(response, web.Response) else None
     if not isinstance(body, (bytes, bytearray)) or len(body) <= limit:
         return response, code
     log.warning("reply to %s %s (request %s) is %d bytes, over MAX_RESPONSE_BYTES (%d); "
-                "answered 502", request.method, request.path, request[REQUEST_ID],
+                "answered 502", request.method, request.path, call.request_id,
                 len(body), limit)
     err = errors.response_too_large(len(body), limit)
     return err.response(), err.code
 
 
-def _route_label(request: web.Request, table: MethodTable) -> str:
+def _route_label(request: web.Request, call: Call, resource: object) -> str:
     """The route as a metric label: a bounded set, never the raw path of an unknown URL."""
-    labels = request.app[ROUTE_LABELS]
-    resource = getattr(request.match_info.route, "resource", None)
-    label = labels.get(resource, UNMATCHED)
+    label = call.state.route_labels.get(resource, UNMATCHED)
     if label is not None:
         return label
-    found = request.get(ROUTE_PATH)
-    if found is not None:  # handle_rpc looked it up already, in the table it used
-        return found
+    if call.route_path is not None:  # handle_rpc looked it up already, in the table it used
+        return call.route_path
     path = request.path
-    route = table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
+    route = call.state.table.lookup(SLASHES.sub("/", path) if "//" in path else path)
     return route.path if route is not None else UNMATCHED
 
 
@@ -197,12 +203,14 @@ def _route_labels(app: web.Application, rpc: web.AbstractResource) -> dict[objec
     return labels
 
 
-def _record(request: web.Request, state: GatewayState, response: web.StreamResponse | None,
-            status: int, code: int, seconds: float) -> None:
+def _record(request: web.Request, call: Call, resource: object,
+            response: web.StreamResponse | None, status: int, code: int,
+            seconds: float) -> None:
     """The request's metrics and its access line."""
-    route = _route_label(request, state.table)
+    state = call.state
+    route = _route_label(request, call, resource)
     code_name = errors.code_name(code)
-    bytes_in = request.get(BYTES_IN)
+    bytes_in = call.bytes_in
     if bytes_in is None:
         bytes_in = request.content_length or 0
     bytes_out = 0
@@ -210,16 +218,15 @@ def _record(request: web.Request, state: GatewayState, response: web.StreamRespo
         body = response.body if isinstance(response, web.Response) else None
         bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
                      else response.content_length or 0)
-    state.metrics.observe_request(route, request.method, status, code_name, seconds,
-                                  bytes_in, bytes_out)
+    method = request.method
+    state.metrics.observe_request(route, method, status, code_name, seconds, bytes_in,
+                                  bytes_out)
     if access_log.isEnabledFor(logging.INFO):
         logs.access(AccessEntry(
-            request_id=request[REQUEST_ID], user=request.get(USER),
-            client=client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                                  state.trusted_proxies),
-            method=request.method, path=request.path, route=route, status=status,
-            grpc_code=code_name, bytes_in=bytes_in, bytes_out=bytes_out,
-            duration_ms=seconds * 1000))
+            request_id=call.request_id, user=call.user,
+            client=guard.address(request, call, state), method=method, path=request.path,
+            route=route, status=status, grpc_code=code_name, bytes_in=bytes_in,
+            bytes_out=bytes_out, duration_ms=seconds * 1000))
 
 
 def _dev_reply(request: web.Request, response: web.StreamResponse, started: float) -> None:
@@ -235,94 +242,18 @@ def _dev_reply(request: web.Request, response: web.StreamResponse, started: floa
     response.body = dev.pretty(bytes(body))
 
 
-@web.middleware
-async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights answered before auth; allowed origins get CORS headers on every reply."""
-    policy = request.app[STATE].cors
-    origin = request.headers.get("Origin")
-    if origin is None or not policy.enabled:
-        return await handler(request)
+async def _cors(request: web.Request, call: Call,
+                state: GatewayState) -> web.StreamResponse | None:
+    """A preflight's answer (before auth); else the CORS headers every reply gets."""
+    policy = state.cors
+    origin = request.headers["Origin"]
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         return await cors_mod.preflight(request, policy, origin)
     if policy.allows(origin):
-        request[REPLY_HEADERS].update(policy.response_headers(origin))
+        call.reply_headers.update(policy.response_headers(origin))
     else:
-        request[REPLY_HEADERS]["Vary"] = "Origin"
-    return await handler(request)
-
-
-def _is_open(request: web.Request) -> bool:
-    resource = getattr(request.match_info.route, "resource", None)
-    return resource is not None and resource in request.app[OPEN_RESOURCES]
-
-
-def _address(request: web.Request) -> str:
-    """The caller's address: the peer, or the forwarded client behind TRUSTED_PROXIES."""
-    return client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                          request.app[STATE].trusted_proxies)
-
-
-def _client(request: web.Request, subject: str | None) -> str:
-    """The rate-limit key: the token's subject and/or the caller's address."""
-    mode = request.app[STATE].cfg.rate_limit_key
-    if subject and mode == "sub":
-        return f"sub:{subject}"
-    addr = _address(request)
-    if subject and mode == "sub+address":
-        return f"sub:{subject}@{addr}"
-    return f"addr:{addr}"
-
-
-async def _spend(request: web.Request, client: str) -> None:
-    """Take this request's cost from ``client``'s bucket, or refuse it with 429."""
-    state = request.app[STATE]
-    limiter = state.limiter
-    if limiter is None:
-        return
-    cost = 1.0
-    if limiter.priced:  # per-method costs: priced by the canonical path of the RPC
-        path = request.path
-        route = state.table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
-        cost = limiter.cost(route.path if route else path)
-    try:  # this process's buckets answer at once; Redis's are awaited
-        decision = limiter.check_local(client, cost) or await limiter.check(client, cost)
-    except GatewayError:  # Redis down and RATE_LIMIT_FAIL=closed
-        state.metrics.rate_limit_rejection("redis_closed")
-        raise
-    request[REPLY_HEADERS].update(decision.headers())
-    if not decision.allowed:
-        state.metrics.rate_limit_rejection("limit")
-        raise rate_limited(decision)
-
-
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Token, then the caller's roles, then the client's rate limit: nothing reaches a
-    route without all three.
-
-    Runs before routing, so an unknown path without a token is 401, as the Go
-    gateway answers. A refused token still spends from the caller's address
-    bucket: guessing tokens is rate limited too. A call the policy refuses
-    (403) spends nothing.
-    """
-    if _is_open(request):
-        return await handler(request)
-    state = request.app[STATE]
-    identity = subject = None
-    if state.auth is not None:
-        try:
-            identity = await state.auth.check(auth.credentials(request.headers))
-        except AuthError as e:
-            state.metrics.auth_failure(e.reason)
-            await _spend(request, _client(request, None))
-            raise
-        subject = identity.subject
-        if subject:
-            request[USER] = subject
-    if state.access is not None:
-        await state.access.admit(request, identity, request[REQUEST_ID], _address(request))
-    await _spend(request, _client(request, subject))
-    return await handler(request)
+        call.reply_headers["Vary"] = "Origin"
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -346,14 +277,18 @@ def _deadline(request: web.Request, limit: float) -> float:
     return min(limit, timeout)
 
 
-def _metadata(request: web.Request) -> list[tuple[str, str]]:
+def _metadata(request: web.Request, call: Call) -> list[tuple[str, str]]:
     """gRPC metadata for the call: the request id, plus ``Grpc-Metadata-*`` headers."""
-    md = [("x-request-id", request[REQUEST_ID])]
-    user = request.get(USER)
+    md = [("x-request-id", call.request_id)]
+    user = call.user
     if user:
         md.append((IDENTITY_METADATA, user if user.isascii() and user.isprintable()
                    else quote(user, safe="")))
-    for name, value in request.headers.items():
+    headers = request.headers
+    # one search over the names first: most requests carry no such header
+    if not _HAS_METADATA.search("\n".join(headers.keys())):
+        return md
+    for name, value in headers.items():
         lower = name.lower()
         if lower.startswith(_METADATA_PREFIX):
             key = lower[len(_METADATA_PREFIX):]
@@ -367,21 +302,10 @@ def _metadata(request: web.Request) -> list[tuple[str, str]]:
     return md
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
-    body, received = await bodies.read(request, limit)
-    request[BYTES_IN] = received
-    return body
-
-
 def _rpc_route(request: web.Request) -> Route | None:
     """What an RPC request calls, for authorization: the real method behind any alias."""
     path = request.path
-    return request.app[STATE].table.lookup(_SLASHES.sub("/", path) if "//" in path else path)
-
-
-def caller(request: web.Request) -> str:
-    """Who is asking: the token's subject once authenticated, else the peer address."""
-    return request.get(USER) or request.remote or "unknown"
+    return request.app[STATE].table.lookup(SLASHES.sub("/", path) if "//" in path else path)
 
 
 async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
@@ -390,48 +314,51 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     The one way to reach the backend, for the RPC routes and the /api ones
     alike; ``protect.py`` decides whether the call is made, shared or refused.
     """
-    state = request.app[STATE]
+    call = request[CALL]
+    state = call.state
     access = state.access
-    if access is not None:
+    timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request, call)
+    if access is None:
+        reply, headers = await state.protect.call(route, data, timeout, metadata)
+    else:
         access.before_call(request, route, data)  # a call its route did not declare
-    timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request)
-    started = time.perf_counter()
-    code = "UNKNOWN"
-    try:
-        answer = await state.protect.call(route, data, timeout, metadata)
-        code = "OK"
-    except GatewayError as e:
-        code = errors.code_name(e.code)
-        raise
-    except asyncio.CancelledError:
-        code = "CANCELLED"
-        raise
-    finally:
-        if access is not None:  # the audit line
+        started = time.perf_counter()
+        code = "UNKNOWN"
+        try:
+            reply, headers = await state.protect.call(route, data, timeout, metadata)
+            code = "OK"
+        except GatewayError as e:
+            code = errors.code_name(e.code)
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:  # the audit line
             access.after_call(request, route, data, code, time.perf_counter() - started)
-    if answer.headers:
-        request[REPLY_HEADERS].update(answer.headers)
-    return answer.reply
+    if headers:
+        call.reply_headers.update(headers)
+    return reply
 
 
 async def handle_rpc(request: web.Request) -> web.Response:
-    state = request.app[STATE]
+    call = request[CALL]
+    state = call.state
     table = state.table  # read once: a reload mid-request does not affect it
     path = request.path
     if "//" in path:
-        path = _SLASHES.sub("/", path)
-    request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
+        path = SLASHES.sub("/", path)
+    call.reply_headers["X-Descriptor-Version"] = table.version
     route = table.lookup(path)
     if route is None:
         if table.is_streaming(path):
             raise GatewayError(501, errors.UNIMPLEMENTED,
                                f"{path} is a streaming RPC; this gateway serves unary RPCs only")
         raise errors.not_found(table.explain_miss(path))
-    request[ROUTE_PATH] = route.path  # the metrics label, from the table this request uses
+    call.route_path = route.path  # the metrics label, from the table this request uses
     if request.method != "POST":
         raise errors.method_not_allowed("POST")
 
-    body = await _body(request, state.cfg.max_request_bytes)
+    body, call.bytes_in = await bodies.read(request, state.cfg.max_request_bytes)
     offload = state.offload
     assert offload is not None
     try:  # large messages are converted in another process, small ones right here
@@ -456,8 +383,7 @@ async def handle_rpc(request: web.Request) -> web.Response:
 def create_app(state: GatewayState) -> web.Application:
     app = web.Application(
         client_max_size=state.cfg.max_request_bytes,
-        # without CORS_ORIGINS (or --dev) no request needs the cors layer
-        middlewares=[context, cors, guard] if state.cors.enabled else [context, guard],
+        middlewares=[context],
         handler_args={"auto_decompress": False},  # bodies.py decodes, and refuses clearly
     )
     app[STATE] = state
@@ -473,8 +399,9 @@ def create_app(state: GatewayState) -> web.Application:
 
     def table_of(request: web.Request) -> MethodTable:
         """The table a request uses, read once; its version goes in the reply."""
-        table = request.app[STATE].table
-        request[REPLY_HEADERS]["X-Descriptor-Version"] = table.version
+        call = request[CALL]
+        table = call.state.table
+        call.reply_headers["X-Descriptor-Version"] = table.version
         return table
 
     app.router.add_get("/metrics", state.metrics.handle)
@@ -484,8 +411,8 @@ def create_app(state: GatewayState) -> web.Application:
     openapi.add_routes(app, table_of)
     rpc = app.router.add_route("*", "/{path:.*}", handle_rpc).resource
     authz.declare(app, rpc, _rpc_route)
-    app[ROUTE_LABELS] = _route_labels(app, rpc)
-    app[OPEN_RESOURCES] = frozenset(
+    state.route_labels = _route_labels(app, rpc)
+    state.open_resources = frozenset(
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
 
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
@@ -184,38 +185,47 @@ class GuardedHandler(RequestHandler):
         if self._force_close or self._close:
             return super().data_received(data)
         before = self._request_count
-        awaiting_body = self._body is not None
+        body = self._body
         super().data_received(data)
         new = self._request_count - before
-        if new:
-            self._refuse_versions(new)
         guard = self._guard
-        if guard is None:
-            return
-        if awaiting_body and self._body.is_eof():
-            self._disarm_body()
         if new:
+            messages = self._messages
+            start = len(messages) - new
+            for i in range(start, len(messages)):
+                if getattr(messages[i][0], "version", None) is not HttpVersion11:
+                    self._refuse_versions(i)
+            if guard is None:
+                return
+            if body is not None and body.is_eof():
+                self._disarm_body()
             self._disarm_head()
-            for _msg, payload in list(self._messages)[-new:]:
+            for i in range(start, len(messages)):
+                payload = messages[i][1]
                 if payload is not EMPTY_PAYLOAD and not payload.is_eof():
                     self._arm_body(payload)
-        elif data and not awaiting_body:  # part of a head: its clock runs from now
+        elif guard is None:
+            return
+        elif body is not None:
+            if body.is_eof():
+                self._disarm_body()
+        elif data:  # part of a head: its clock runs from now
             self._head_bytes = True
             if self._head_timer is None:
                 self._arm_head()
 
     # -- HTTP versions aiohttp's parser accepts and this server does not speak --------
-    def _refuse_versions(self, new: int) -> None:
-        for i in range(len(self._messages) - new, len(self._messages)):
-            msg, _payload = self._messages[i]
-            version = getattr(msg, "version", None)
-            if version is None or version.major == 1:
-                continue
-            status, why = ((505, f"HTTP/{version.major}.{version.minor} is not spoken on this "
-                                 "port (HTTP/1.1)") if version.major >= 2
-                           else (400, "a request line without an HTTP version (HTTP/0.9)"))
-            self._messages[i] = (_ErrInfo(status=status, exc=HttpProcessingError(
-                code=status, message=why), message=why), EMPTY_PAYLOAD)
+    def _refuse_versions(self, i: int) -> None:
+        """Message ``i`` (not HTTP/1.1) replaced by its refusal, unless it is HTTP/1.0."""
+        msg, _payload = self._messages[i]
+        version = getattr(msg, "version", None)
+        if version is None or version.major == 1:
+            return
+        status, why = ((505, f"HTTP/{version.major}.{version.minor} is not spoken on this "
+                             "port (HTTP/1.1)") if version.major >= 2
+                       else (400, "a request line without an HTTP version (HTTP/0.9)"))
+        self._messages[i] = (_ErrInfo(status=status, exc=HttpProcessingError(
+            code=status, message=why), message=why), EMPTY_PAYLOAD)
 
     # -- the head --------------------------------------------------------------------
     def _arm_head(self) -> None:

@@ -101,6 +101,17 @@ class AccessEntry:
                 "duration_ms": round(self.duration_ms, 3)}
 
     def __str__(self) -> str:
+        method, path, user, client, route = (self.method, self.path, self.user, self.client,
+                                             self.route)
+        if method and path and user and client and route:
+            # the usual line: every text field plain, which one look at them together says
+            plain = f"{method}{path}{user}{client}{route}"
+            if plain.isascii() and plain.isprintable() and " " not in plain \
+                    and '"' not in plain:
+                return (f"{method} {path} {self.status} {self.grpc_code} "
+                        f"{self.duration_ms:.1f}ms id={self.request_id} user={user} "
+                        f"client={client} route={route} "
+                        f"in={self.bytes_in} out={self.bytes_out}")
         return (f"{_shown(self.method)} {_shown(self.path)} {self.status} {self.grpc_code} "
                 f"{self.duration_ms:.1f}ms id={self.request_id} user={_shown(self.user)} "
                 f"client={_shown(self.client)} route={_shown(self.route)} "
@@ -150,15 +161,60 @@ class AccessRecord(logging.LogRecord):
         self.msg = entry
 
 
+class _AccessAt(AccessRecord):
+    """An access record timed at a given moment (the direct path's, for the JSON form)."""
+
+    def __init__(self, entry: "AccessEntry", created: float) -> None:  # noqa: D107
+        super().__init__(entry)
+        self.created = created
+        self.msecs = int((created - int(created)) * 1000) + 0.0
+
+
 _ACCESS_TEMPLATE = {
     k: v for k, v in logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, "", (), None)
     .__dict__.items() if k not in ("created", "msecs", "relativeCreated", "msg")}
 
 
 def access(entry: "AccessEntry") -> None:
-    """Log ``entry`` on ``gateway.access`` (info), to whatever handlers logging has."""
-    if _access_logger.isEnabledFor(logging.INFO):
+    """Log ``entry`` on ``gateway.access`` (info), to whatever handlers logging has.
+
+    When those are just the handler ``setup`` installed, the line is written
+    to its stream directly: the same text its formatter makes, without the
+    logging module's chain of calls (loggers, filters, locks, emit), which
+    cost more than the line itself. Anything else (a handler or filter added
+    later, a test capturing records) gets the record through that chain.
+    """
+    if not _access_logger.isEnabledFor(logging.INFO):
+        return
+    handler = _direct_handler()
+    if handler is None:
         _access_logger.handle(AccessRecord(entry))
+        return
+    try:
+        line = handler.formatter.access_line(entry, time.time())  # type: ignore[union-attr]
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(line + "\n")
+            handler.stream.flush()
+    except Exception:  # noqa: BLE001 - as logging does: report, never fail the request
+        handler.handleError(AccessRecord(entry))
+
+
+_installed: logging.StreamHandler | None = None  # the handler setup() made, and its formatter
+_installed_formatter: "TextFormatter | JsonFormatter | None" = None
+
+
+def _direct_handler() -> logging.StreamHandler | None:
+    """``setup``'s handler, if an access record would reach it and nothing else."""
+    h = _installed
+    lg = _access_logger
+    if h is None or lg.handlers or lg.filters or not lg.propagate or h.filters:
+        return None
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1 or handlers[0] is not h or root.filters or h.level > logging.INFO \
+            or h.formatter is not _installed_formatter:
+        return None
+    return h
 
 
 class TextFormatter(logging.Formatter):
@@ -175,9 +231,13 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if type(record) is AccessRecord:
-            return (f"{self._clock(record.created)},{int(record.msecs):03d}{self._access}"
-                    f"{escape(str(record.msg))}")
+            return self.access_line(record.msg, record.created)
         return super().format(record)
+
+    def access_line(self, entry: "AccessEntry", created: float) -> str:
+        """An access line as ``format`` writes it for a record made at ``created``."""
+        return (f"{self._clock(created)},{int((created - int(created)) * 1000):03d}"
+                f"{self._access}{escape(str(entry))}")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._clock(record.created)},{int(record.msecs):03d}"
@@ -193,6 +253,10 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.worker = worker
         self._clock = _SecondCache("%Y-%m-%dT%H:%M:%S", utc=True)
+
+    def access_line(self, entry: "AccessEntry", created: float) -> str:
+        """An access line as ``format`` writes it for a record made at ``created``."""
+        return self.format(_AccessAt(entry, created))
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -233,5 +297,8 @@ def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
         handler.setFormatter(TextFormatter(
             f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", tag))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
+    global _installed, _installed_formatter
+    _installed = handler if logging.root.handlers == [handler] else None
+    _installed_formatter = handler.formatter  # type: ignore[assignment]
     # aiohttp's own access log is replaced by gateway.access
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

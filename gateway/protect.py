@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
 
 import grpc
 
@@ -74,9 +73,11 @@ class Reads:
         return read
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Cuebot's reply, and the headers that say where it came from (micro-cache)."""
+class Answer(NamedTuple):
+    """Cuebot's reply, and the headers that say where it came from (micro-cache).
+
+    A tuple: one is made per request.
+    """
 
     reply: bytes
     headers: Mapping[str, str] | None = None
@@ -201,21 +202,39 @@ class Protector:
     # -- one request, one call ------------------------------------------------
     async def _direct(self, route: "Route", data: bytes, timeout: float,
                       metadata: Sequence[tuple[str, str]]) -> bytes:
+        """One request's own call: the breaker's word, a slot, the call (``_send``'s
+        steps, written out here: this is every unshared request's path)."""
         probe = self.breaker.admit()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        whole_deadline = timeout >= self.timeout
+        admission = self.admission
+        if not admission.take():  # no free slot at once: wait in line
+            deadline = asyncio.get_running_loop().time() + timeout
+            try:
+                await admission.acquire(deadline)
+            except BaseException:
+                self.breaker.abandon(probe)
+                raise
+            timeout = deadline - asyncio.get_running_loop().time()
+        started = time.perf_counter()
+        code = "UNKNOWN"
         try:
-            await self.admission.acquire(deadline)
-        except BaseException:
+            reply = await route.call(data, timeout=max(timeout, 0.001), metadata=metadata)
+            code = "OK"
+            self.breaker.succeeded(probe)
+            return reply
+        except grpc.aio.AioRpcError as e:
+            status = e.code()
+            code = errors.status_name(status)
+            self.breaker.answered(status, probe, whole_deadline, e.details() or "")
+            raise errors.from_rpc_error(e, self.max_recv_mb) from None
+        except BaseException as e:
+            if isinstance(e, asyncio.CancelledError):
+                code = "CANCELLED"
             self.breaker.abandon(probe)
             raise
-        try:
-            return await self._send(route, data, deadline - loop.time(), metadata, probe,
-                                    timeout >= self.timeout)
-        except grpc.aio.AioRpcError as e:
-            raise errors.from_rpc_error(e, self.max_recv_mb) from None
         finally:
-            self.admission.release()
+            admission.release()
+            self.metrics.observe_backend(route.path, code, time.perf_counter() - started)
 
     async def _send(self, route: "Route", data: bytes, timeout: float,
                     metadata: Sequence[tuple[str, str]], probe: bool,

@@ -54,14 +54,19 @@ class Decision(NamedTuple):
     retry_after: float    # seconds until the refused request would fit (0 if allowed)
 
     def headers(self) -> dict[str, str]:
-        h = {
-            "X-RateLimit-Limit": _number(self.limit),
-            "X-RateLimit-Remaining": str(max(0, math.floor(self.remaining))),
-            "X-RateLimit-Reset": str(math.ceil(self.reset)),
-        }
-        if not self.allowed:
-            h["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        h: dict[str, str] = {}
+        add_headers(self, h)
         return h
+
+
+def add_headers(d: Decision, into: dict[str, str]) -> None:
+    """``d`` as X-RateLimit-* (and Retry-After when refused) headers, added to ``into``."""
+    into["X-RateLimit-Limit"] = _number(d.limit)
+    remaining = d.remaining
+    into["X-RateLimit-Remaining"] = str(math.floor(remaining)) if remaining > 0 else "0"
+    into["X-RateLimit-Reset"] = str(math.ceil(d.reset))
+    if not d.allowed:
+        into["Retry-After"] = str(max(1, math.ceil(d.retry_after)))
 
 
 @lru_cache(maxsize=64)

@@ -36,7 +36,7 @@ from . import auth, authz, descriptors, errors, openapi, reflection
 from .descriptors import DescriptorError
 from .errors import GatewayError
 from .routes import MethodTable
-from .state import STATE, USER
+from .state import STATE, caller
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -271,7 +271,7 @@ async def handle_reload(request: web.Request) -> web.Response:
     if request.method != "POST":
         raise errors.method_not_allowed("POST")
     state = request.app[STATE]
-    who = request.get(USER) or request.remote or "unknown"
+    who = caller(request)
     result = await state.reloader.reload(f"POST /admin/reload by {who}")
     if result.outcome == "failed":
         raise GatewayError(500, errors.INTERNAL,

@@ -14,6 +14,7 @@ answers.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Callable, Iterable
@@ -21,6 +22,9 @@ from typing import Callable, Iterable
 from .backend import UnaryCall
 from .descriptors import Descriptors
 from .transcode import MessageCodec, Transcoder
+
+# runs of slashes in a path, read as one (as the Go gateway's mux does)
+SLASHES = re.compile(r"//+")
 
 log = logging.getLogger("gateway.routes")
 

@@ -43,20 +43,37 @@ class GatewayState:
     offload: Offloader | None = None             # made by create_app
     protect: Protector | None = None             # made by create_app
     draining: bool = False                       # shutting down: /readyz says 503
+    # fixed by create_app: each route's metric label (None: the RPC catch-all,
+    # labelled per request), and the routes served without a token or a limit
+    route_labels: dict[object, str | None] = field(default_factory=dict)
+    open_resources: frozenset[object] = frozenset()
 
 
 STATE = web.AppKey("state", GatewayState)
-# each route's metric label, fixed when the app is built (None: the RPC catch-all)
-ROUTE_LABELS = web.AppKey("route_labels", dict)
-# the routes served without a token or a rate limit (see app.OPEN_PATHS)
-OPEN_RESOURCES = web.AppKey("open_resources", frozenset)
 
-# per request
-REQUEST_ID = web.RequestKey("request_id", str)
-USER = web.RequestKey("user", str)  # the token's subject, once authenticated
-# headers every reply gets, whatever produced it (rate-limit state, CORS)
-REPLY_HEADERS = web.RequestKey("reply_headers", dict)
-# the canonical path of the RPC a request named, once handle_rpc has found it
-ROUTE_PATH = web.RequestKey("route_path", str)
-# request body bytes as received, once a handler has read the body
-BYTES_IN = web.RequestKey("bytes_in", int)
+# per request: one object holding what the layers of a request hand each other
+# (a request's own mapping costs a Python-level call per key read or written)
+class Call:
+    """One request's facts, made by the ``context`` middleware, filled in as it goes."""
+
+    __slots__ = ("state", "request_id", "reply_headers", "user", "route_path", "bytes_in",
+                 "address")
+
+    def __init__(self, state: GatewayState, request_id: str) -> None:
+        self.state = state                    # read once per request, not per layer
+        self.request_id = request_id
+        # headers every reply gets, whatever produced it (rate-limit state, CORS)
+        self.reply_headers: dict[str, str] = {}
+        self.user: str | None = None          # the token's subject, once authenticated
+        self.route_path: str | None = None    # the canonical RPC path, once looked up
+        self.bytes_in: int | None = None      # body bytes as received, once read
+        self.address: str | None = None       # the caller's address, once worked out
+
+
+CALL = web.RequestKey("call", Call)
+
+
+def caller(request: web.Request) -> str:
+    """Who is asking: the token's subject once authenticated, else the peer address."""
+    call = request.get(CALL)
+    return (call.user if call is not None else None) or request.remote or "unknown"

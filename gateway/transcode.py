@@ -161,23 +161,28 @@ def _special_float(v: float) -> str:
 
 
 def _f64(v: float) -> Any:
-    if v.is_integer() and -_TWO53 < v < _TWO53:
-        if v == 0.0 and math.copysign(1.0, v) < 0:
-            return _NEG_ZERO
-        return int(v)
     r = _f64_cache.get(v)
-    if r is None:
-        if math.isinf(v) or v != v:
-            r = _special_float(v)
+    if r is not None and v:  # zeros are never cached: 0.0 and -0.0 are one key
+        return r
+    return _f64_new(v)
+
+
+def _f64_new(v: float) -> Any:
+    if v.is_integer() and -_TWO53 < v < _TWO53:
+        if v == 0.0:
+            return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
+        r: Any = int(v)
+    elif math.isinf(v) or v != v:
+        return _special_float(v)  # not cached: every NaN would be a key of its own
+    else:
+        text = repr(v)
+        if "e" in text:
+            a = abs(v)
+            r = orjson.Fragment(_go_float_text(text, a < 1e-6 or a >= 1e21))
         else:
-            text = repr(v)
-            if "e" in text:
-                a = abs(v)
-                r = orjson.Fragment(_go_float_text(text, a < 1e-6 or a >= 1e21))
-            else:
-                r = v  # orjson prints exactly repr() in plain notation
-        if len(_f64_cache) < _CACHE_MAX:
-            _f64_cache[v] = r
+            r = v  # orjson prints exactly repr() in plain notation
+    if len(_f64_cache) < _CACHE_MAX:
+        _f64_cache[v] = r
     return r
 
 
@@ -194,19 +199,24 @@ def _shortest_f32(v: float) -> str:
 
 
 def _f32(v: float) -> Any:
-    if v.is_integer() and -_TWO24 < v < _TWO24:
-        if v == 0.0 and math.copysign(1.0, v) < 0:
-            return _NEG_ZERO
-        return int(v)
     r = _f32_cache.get(v)
-    if r is None:
-        if math.isinf(v) or v != v:
-            r = _special_float(v)
-        else:
-            a = abs(v)
-            r = orjson.Fragment(_go_float_text(_shortest_f32(v), a < _F32_LO or a >= _F32_HI))
-        if len(_f32_cache) < _CACHE_MAX:
-            _f32_cache[v] = r
+    if r is not None and v:  # zeros are never cached: 0.0 and -0.0 are one key
+        return r
+    return _f32_new(v)
+
+
+def _f32_new(v: float) -> Any:
+    if v.is_integer() and -_TWO24 < v < _TWO24:
+        if v == 0.0:
+            return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
+        r: Any = int(v)
+    elif math.isinf(v) or v != v:
+        return _special_float(v)  # not cached: every NaN would be a key of its own
+    else:
+        a = abs(v)
+        r = orjson.Fragment(_go_float_text(_shortest_f32(v), a < _F32_LO or a >= _F32_HI))
+    if len(_f32_cache) < _CACHE_MAX:
+        _f32_cache[v] = r
     return r
 
 
@@ -946,7 +956,7 @@ class MessageCodec:
     """Both directions for one message type; the per-request entry points."""
 
     __slots__ = ("descriptor", "full_name", "cls", "_transcoder", "_enc", "_dec", "_strict",
-                 "_keys")
+                 "_keys", "_empty_ok")
 
     def __init__(self, descriptor: Descriptor, cls: type[Message],
                  transcoder: Transcoder) -> None:
@@ -955,6 +965,8 @@ class MessageCodec:
         self.cls = cls
         self._transcoder = transcoder
         self._keys = transcoder._keys  # JSON object keys its decoders have seen
+        # ``{}`` is the empty message, unless a proto2 field is required
+        self._empty_ok = not any(f.is_required for f in descriptor.fields)
         # first use compiles, then these are the generated functions themselves
         self._enc: Callable[[Message], dict] = self._first_enc
         self._dec: Callable[[Any], dict] = self._first_dec
@@ -1030,6 +1042,8 @@ class MessageCodec:
         """
         if not body or body.isspace():
             return b""  # empty body = empty message, as grpc-gateway
+        if body == b"{}" and self._empty_ok:
+            return b""  # what the rest would make of it, for the commonest body of all
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as e:

@@ -246,3 +246,12 @@ async def test_proto2_required_fields_missing_is_400_naming_them(
     assert "missing required field(s): ok, child.ok" in message
     message = await _refused(gateway, cuebot, _nested(20, ok=False), LEGACY)
     assert "and 16 more" in message
+
+
+async def test_an_empty_object_still_needs_the_required_fields(
+        gateway: Any, cuebot: RecordingCuebot) -> None:
+    """``{}`` is short-cut to the empty message only where that message is complete."""
+    message = await _refused(gateway, cuebot, b"{}", LEGACY)
+    assert "missing required field(s): ok" in message
+    resp = await gateway.post(ECHO, data=b"{}")
+    assert resp.status == 200, await resp.text()

@@ -1,0 +1,109 @@
+"""What a request must pass before any route serves it: its token, its roles, its rate limit.
+
+Called by the ``context`` middleware for every route that is not open
+(probes, metrics, the API description), before routing decides anything
+else, so an unknown path without a token is 401, as the Go gateway answers.
+A refused token still spends from the caller's address bucket: guessing
+tokens is rate limited too. A call the policy refuses (403) spends nothing.
+
+The common case runs without a coroutine of its own per step: a cached
+token and this process's buckets answer at once; only a JWKS refetch for a
+new key id, the authorization policy and a Redis bucket are awaited.
+"""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import AuthError, UnknownKey, credentials
+from .errors import GatewayError
+from .ratelimit import Decision, add_headers, client_address, rate_limited
+from .routes import SLASHES
+from .state import Call, GatewayState
+
+
+def address(request: web.Request, call: Call, state: GatewayState) -> str:
+    """The caller's address: the peer, or the forwarded client behind TRUSTED_PROXIES."""
+    addr = call.address
+    if addr is None:
+        addr = call.address = client_address(request.remote,
+                                             request.headers.get("X-Forwarded-For"),
+                                             state.trusted_proxies)
+    return addr
+
+
+def _client(request: web.Request, call: Call, state: GatewayState, subject: str | None) -> str:
+    """The rate-limit key: the token's subject and/or the caller's address."""
+    mode = state.cfg.rate_limit_key
+    if subject and mode == "sub":
+        return f"sub:{subject}"
+    addr = address(request, call, state)
+    if subject and mode == "sub+address":
+        return f"sub:{subject}@{addr}"
+    return f"addr:{addr}"
+
+
+def _cost(request: web.Request, state: GatewayState) -> float:
+    """Per-method costs (RATE_LIMIT_COSTS): priced by the canonical path of the RPC."""
+    limiter = state.limiter
+    assert limiter is not None
+    path = request.path
+    route = state.table.lookup(SLASHES.sub("/", path) if "//" in path else path)
+    return limiter.cost(route.path if route else path)
+
+
+async def _remote(state: GatewayState, client: str, cost: float) -> Decision:
+    """The shared (Redis) bucket's decision."""
+    assert state.limiter is not None
+    try:
+        return await state.limiter.check(client, cost)
+    except GatewayError:  # Redis down and RATE_LIMIT_FAIL=closed
+        state.metrics.rate_limit_rejection("redis_closed")
+        raise
+
+
+def _settle(call: Call, state: GatewayState, decision: Decision) -> None:
+    """The bucket's state into the reply's headers; 429 if the request did not fit."""
+    assert state.limiter is not None
+    add_headers(decision, call.reply_headers)
+    if not decision.allowed:
+        state.metrics.rate_limit_rejection("limit")
+        raise rate_limited(decision)
+
+
+async def _spend(request: web.Request, call: Call, state: GatewayState, client: str) -> None:
+    """Take this request's cost from ``client``'s bucket, or refuse it with 429."""
+    limiter = state.limiter
+    if limiter is None:
+        return
+    cost = _cost(request, state) if limiter.priced else 1.0
+    decision = limiter.check_local(client, cost) or await _remote(state, client, cost)
+    _settle(call, state, decision)
+
+
+async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
+    """Token, then the caller's roles, then the client's rate limit; raises to refuse."""
+    identity = subject = None
+    authenticator = state.auth
+    if authenticator is not None:
+        try:
+            header = credentials(request.headers)
+            try:
+                identity = authenticator.authenticate(header)
+            except UnknownKey:  # a key id the JWKS may have gained since it was fetched
+                identity = await authenticator.check(header)
+        except AuthError as e:
+            state.metrics.auth_failure(e.reason)
+            await _spend(request, call, state, _client(request, call, state, None))
+            raise
+        subject = identity.subject
+        if subject:
+            call.user = subject
+    if state.access is not None:
+        await state.access.admit(request, identity, call.request_id,
+                                 address(request, call, state))
+    limiter = state.limiter
+    if limiter is not None:  # _spend, without a coroutine when this process decides
+        client = _client(request, call, state, subject)
+        cost = _cost(request, state) if limiter.priced else 1.0
+        decision = limiter.check_local(client, cost) or await _remote(state, client, cost)
+        _settle(call, state, decision)
