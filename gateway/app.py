@@ -136,13 +136,22 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         cfg = state.cfg
         if cfg.dev:
             _dev_reply(request, response, started)
-        response, code = _capped(request, call, response, code, cfg.max_response_bytes)
+        body = response.body if isinstance(response, web.Response) else None
+        size = len(body) if isinstance(body, (bytes, bytearray)) else 0
+        if size > cfg.max_response_bytes:
+            response, code = _too_large(request, call, size, cfg.max_response_bytes)
         headers = response.headers
         headers["X-Request-Id"] = rid
         extra = call.reply_headers
         if extra:
             headers.update(extra)
-        await compression.maybe_gzip(request, response, cfg.gzip_min_bytes)
+        if state.draining and not response.prepared:
+            # shutting down: the connection ends with this reply, and its client
+            # reconnects elsewhere (a file or stream is prepared after this)
+            response.force_close()
+            headers["Connection"] = "close"
+        if size >= cfg.gzip_min_bytes:  # below it, no reply is compressed
+            await compression.maybe_gzip(request, response, cfg.gzip_min_bytes)
         status = response.status
         if type(response) is web.Response or isinstance(response, web.Response):
             try:  # a file or a stream is aiohttp's to send
@@ -162,16 +171,12 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _capped(request: web.Request, call: Call, response: web.StreamResponse, code: int,
-            limit: int) -> tuple[web.StreamResponse, int]:
-    """The reply, or a 502 naming MAX_RESPONSE_BYTES instead of a body over it."""
-    body = response.body if isinstance(response, web.Response) else None
-    if not isinstance(body, (bytes, bytearray)) or len(body) <= limit:
-        return response, code
+def _too_large(request: web.Request, call: Call, size: int,
+               limit: int) -> tuple[web.StreamResponse, int]:
+    """A 502 naming MAX_RESPONSE_BYTES, instead of a reply body over it."""
     log.warning("reply to %s %s (request %s) is %d bytes, over MAX_RESPONSE_BYTES (%d); "
-                "answered 502", request.method, request.path, call.request_id,
-                len(body), limit)
-    err = errors.response_too_large(len(body), limit)
+                "answered 502", request.method, request.path, call.request_id, size, limit)
+    err = errors.response_too_large(size, limit)
     return err.response(), err.code
 
 
@@ -319,13 +324,13 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     access = state.access
     timeout, metadata = _deadline(request, state.cfg.grpc_timeout), _metadata(request, call)
     if access is None:
-        reply, headers = await state.protect.call(route, data, timeout, metadata)
+        reply = await state.protect.call(route, data, timeout, metadata)
     else:
         access.before_call(request, route, data)  # a call its route did not declare
         started = time.perf_counter()
         code = "UNKNOWN"
         try:
-            reply, headers = await state.protect.call(route, data, timeout, metadata)
+            reply = await state.protect.call(route, data, timeout, metadata)
             code = "OK"
         except GatewayError as e:
             code = errors.code_name(e.code)
@@ -335,8 +340,10 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
             raise
         finally:  # the audit line
             access.after_call(request, route, data, code, time.perf_counter() - started)
-    if headers:
-        call.reply_headers.update(headers)
+    if type(reply) is not bytes:  # an Answer: maybe shared, maybe from the micro-cache
+        reply, headers = reply
+        if headers:
+            call.reply_headers.update(headers)
     return reply
 
 

@@ -158,7 +158,8 @@ def roles_from_claims(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]:
 
 
 class TokenCache:
-    """Verified tokens, least recently used first, each with the window it is valid in.
+    """Verified tokens (by the Authorization header that carried them), least recently
+    used first, each with the window it is valid in.
 
     A hit is valid only inside ``[not_before, not_after)`` by the clock, as
     PyJWT would judge it (its integer exp/nbf/iat and the leeway); outside
@@ -249,17 +250,20 @@ class Authenticator:
                         "easier to guess (use e.g. `openssl rand -hex 32`)", MIN_SECRET_BYTES)
 
     def authenticate(self, header: str | None) -> Identity:
-        token = self._token(header)
         keys = self.keys
         if keys is not None and keys.generation != self._generation:
             self.cache.clear()  # the JWKS changed: a removed key must stop working now
             self._generation = keys.generation
-        identity = self.cache.get(token)
+        # the cache is keyed by the header as sent (it names one token): a
+        # client repeating its header is answered before the header is parsed
+        identity = self.cache.get(header) if header is not None else None
         if identity is not None:
             return identity
+        token = self._token(header)
         claims = self._verify(token, self._parse(token))
         identity = Identity(subject=claims.get("sub"), claims=claims, roles=self._roles(claims))
-        self.cache.put(token, identity, self.settings.leeway)
+        assert header is not None  # _token refused a missing one
+        self.cache.put(header, identity, self.settings.leeway)
         return identity
 
     async def check(self, header: str | None) -> Identity:

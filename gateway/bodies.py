@@ -112,7 +112,7 @@ async def read(request: web.Request, limit: int) -> tuple[bytes, int]:
     length = request.content_length
     if length is not None and length > limit:
         raise errors.too_large(limit)
-    coding = coding_of(request)
+    coding = coding_of(request) if hdrs.CONTENT_ENCODING in request.headers else None
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:

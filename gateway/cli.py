@@ -168,7 +168,6 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
     state = await build_state(cfg)
     check: asyncio.Task[None] | None = None
     app = create_app(state)
-    shutdown.install(app)
     runner = GatewayRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=cfg.shutdown_grace,
                            keepalive_timeout=cfg.keepalive_timeout,

@@ -46,38 +46,41 @@ def _cost(request: web.Request, state: GatewayState) -> float:
     """Per-method costs (RATE_LIMIT_COSTS): priced by the canonical path of the RPC."""
     limiter = state.limiter
     assert limiter is not None
+    if not limiter.priced:
+        return 1.0
     path = request.path
     route = state.table.lookup(SLASHES.sub("/", path) if "//" in path else path)
     return limiter.cost(route.path if route else path)
 
 
-async def _remote(state: GatewayState, client: str, cost: float) -> Decision:
-    """The shared (Redis) bucket's decision."""
-    assert state.limiter is not None
+async def _remote(call: Call, state: GatewayState, client: str, cost: float) -> Decision | None:
+    """The shared (Redis) bucket's decision: None if allowed, else the refusal."""
+    limiter = state.limiter
+    assert limiter is not None
     try:
-        return await state.limiter.check(client, cost)
+        decision = await limiter.check(client, cost)
     except GatewayError:  # Redis down and RATE_LIMIT_FAIL=closed
         state.metrics.rate_limit_rejection("redis_closed")
         raise
-
-
-def _settle(call: Call, state: GatewayState, decision: Decision) -> None:
-    """The bucket's state into the reply's headers; 429 if the request did not fit."""
-    assert state.limiter is not None
     add_headers(decision, call.reply_headers)
-    if not decision.allowed:
-        state.metrics.rate_limit_rejection("limit")
-        raise rate_limited(decision)
+    return None if decision.allowed else decision
 
 
 async def _spend(request: web.Request, call: Call, state: GatewayState, client: str) -> None:
-    """Take this request's cost from ``client``'s bucket, or refuse it with 429."""
+    """Take this request's cost from ``client``'s bucket, or refuse it with 429.
+
+    This process's buckets answer at once, Redis's are awaited; the bucket's
+    state goes into the reply's headers either way.
+    """
     limiter = state.limiter
     if limiter is None:
         return
-    cost = _cost(request, state) if limiter.priced else 1.0
-    decision = limiter.check_local(client, cost) or await _remote(state, client, cost)
-    _settle(call, state, decision)
+    cost = _cost(request, state)
+    refused = (limiter.spend_here(client, cost, call.reply_headers) if limiter.redis is None
+               else await _remote(call, state, client, cost))
+    if refused is not None:
+        state.metrics.rate_limit_rejection("limit")
+        raise rate_limited(refused)
 
 
 async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
@@ -101,9 +104,4 @@ async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
     if state.access is not None:
         await state.access.admit(request, identity, call.request_id,
                                  address(request, call, state))
-    limiter = state.limiter
-    if limiter is not None:  # _spend, without a coroutine when this process decides
-        client = _client(request, call, state, subject)
-        cost = _cost(request, state) if limiter.priced else 1.0
-        decision = limiter.check_local(client, cost) or await _remote(state, client, cost)
-        _settle(call, state, decision)
+    await _spend(request, call, state, _client(request, call, state, subject))

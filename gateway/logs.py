@@ -101,10 +101,12 @@ class AccessEntry:
                 "duration_ms": round(self.duration_ms, 3)}
 
     def __str__(self) -> str:
+        """The line's text, escaped (see ``escape``): what the text format shows."""
         method, path, user, client, route = (self.method, self.path, self.user, self.client,
                                              self.route)
         if method and path and user and client and route:
-            # the usual line: every text field plain, which one look at them together says
+            # the usual line: every text field plain, which one look at them together
+            # says (and then nothing in the line needs escaping: the rest is ours)
             plain = f"{method}{path}{user}{client}{route}"
             if plain.isascii() and plain.isprintable() and " " not in plain \
                     and '"' not in plain:
@@ -112,10 +114,11 @@ class AccessEntry:
                         f"{self.duration_ms:.1f}ms id={self.request_id} user={user} "
                         f"client={client} route={route} "
                         f"in={self.bytes_in} out={self.bytes_out}")
-        return (f"{_shown(self.method)} {_shown(self.path)} {self.status} {self.grpc_code} "
-                f"{self.duration_ms:.1f}ms id={self.request_id} user={_shown(self.user)} "
-                f"client={_shown(self.client)} route={_shown(self.route)} "
-                f"in={self.bytes_in} out={self.bytes_out}")
+        return escape(
+            f"{_shown(self.method)} {_shown(self.path)} {self.status} {self.grpc_code} "
+            f"{self.duration_ms:.1f}ms id={self.request_id} user={_shown(self.user)} "
+            f"client={_shown(self.client)} route={_shown(self.route)} "
+            f"in={self.bytes_in} out={self.bytes_out}")
 
 
 class _SecondCache:
@@ -176,7 +179,8 @@ _ACCESS_TEMPLATE = {
 
 
 def access(entry: "AccessEntry") -> None:
-    """Log ``entry`` on ``gateway.access`` (info), to whatever handlers logging has.
+    """Log ``entry`` on ``gateway.access`` (info; the caller has checked that level),
+    to whatever handlers logging has.
 
     When those are just the handler ``setup`` installed, the line is written
     to its stream directly: the same text its formatter makes, without the
@@ -184,37 +188,26 @@ def access(entry: "AccessEntry") -> None:
     cost more than the line itself. Anything else (a handler or filter added
     later, a test capturing records) gets the record through that chain.
     """
-    if not _access_logger.isEnabledFor(logging.INFO):
-        return
-    handler = _direct_handler()
-    if handler is None:
+    h = _installed
+    lg = _access_logger
+    handlers = logging.root.handlers
+    if h is None or lg.handlers or lg.filters or not lg.propagate or h.filters \
+            or len(handlers) != 1 or handlers[0] is not h or logging.root.filters \
+            or h.level > logging.INFO or h.formatter is not _installed_formatter:
         _access_logger.handle(AccessRecord(entry))
         return
     try:
-        line = handler.formatter.access_line(entry, time.time())  # type: ignore[union-attr]
-        with handler.lock:  # type: ignore[union-attr]
-            handler.stream.write(line + "\n")
-            handler.stream.flush()
+        line = _installed_formatter.access_line(entry, time.time())  # type: ignore[union-attr]
+        with h.lock:  # type: ignore[union-attr]
+            h.stream.write(line + "\n")
+            h.stream.flush()
     except Exception:  # noqa: BLE001 - as logging does: report, never fail the request
-        handler.handleError(AccessRecord(entry))
+        h.handleError(AccessRecord(entry))
 
 
-_installed: logging.StreamHandler | None = None  # the handler setup() made, and its formatter
+# the handler setup() made, and its formatter
+_installed: logging.StreamHandler | None = None
 _installed_formatter: "TextFormatter | JsonFormatter | None" = None
-
-
-def _direct_handler() -> logging.StreamHandler | None:
-    """``setup``'s handler, if an access record would reach it and nothing else."""
-    h = _installed
-    lg = _access_logger
-    if h is None or lg.handlers or lg.filters or not lg.propagate or h.filters:
-        return None
-    root = logging.root
-    handlers = root.handlers
-    if len(handlers) != 1 or handlers[0] is not h or root.filters or h.level > logging.INFO \
-            or h.formatter is not _installed_formatter:
-        return None
-    return h
 
 
 class TextFormatter(logging.Formatter):
@@ -237,7 +230,7 @@ class TextFormatter(logging.Formatter):
     def access_line(self, entry: "AccessEntry", created: float) -> str:
         """An access line as ``format`` writes it for a record made at ``created``."""
         return (f"{self._clock(created)},{int((created - int(created)) * 1000):03d}"
-                f"{self._access}{escape(str(entry))}")
+                f"{self._access}{entry}")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._clock(record.created)},{int(record.msecs):03d}"
@@ -297,7 +290,7 @@ def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
         handler.setFormatter(TextFormatter(
             f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", tag))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    global _installed, _installed_formatter
+    global _installed, _installed_formatter  # noqa: PLW0603 - see access()
     _installed = handler if logging.root.handlers == [handler] else None
     _installed_formatter = handler.formatter  # type: ignore[assignment]
     # aiohttp's own access log is replaced by gateway.access

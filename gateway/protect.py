@@ -25,7 +25,7 @@ import asyncio
 import re
 import time
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Awaitable, Mapping, NamedTuple, Sequence
 
 import grpc
 
@@ -106,16 +106,26 @@ class Protector:
         self.cache = (ReadCache(cfg.read_cache_ms / 1000, cfg.read_cache_max_bytes)
                       if cfg.read_cache_ms else None)
 
-    async def call(self, route: "Route", data: bytes, timeout: float,
-                   metadata: Sequence[tuple[str, str]]) -> Answer:
-        """Cuebot's reply to ``data`` for ``route``, or the GatewayError to answer instead."""
+    def call(self, route: "Route", data: bytes, timeout: float,
+             metadata: Sequence[tuple[str, str]]) -> Awaitable[bytes | Answer]:
+        """Cuebot's reply to ``data`` for ``route`` (with headers saying where it came
+        from, as an ``Answer``, when it may not be Cuebot's own), or the GatewayError
+        to answer instead.
+
+        Without coalescing and the micro-cache, every call is its own and
+        writes need no bookkeeping: the call itself, no coroutine around it.
+        """
+        if self.flights is None and self.cache is None:
+            return self._direct(route, data, timeout, metadata)
+        return self._call(route, data, timeout, metadata)
+
+    async def _call(self, route: "Route", data: bytes, timeout: float,
+                    metadata: Sequence[tuple[str, str]]) -> Answer:
         if not self.reads(route.path):
             try:
                 return Answer(await self._direct(route, data, timeout, metadata))
             finally:
                 self._written()
-        if self.flights is None and self.cache is None:
-            return Answer(await self._direct(route, data, timeout, metadata))
         k = key(route.path, data, metadata)
         generation = self.writes.count()
         cache = self.cache

@@ -97,11 +97,34 @@ class LocalBuckets:
         self.max_clients = max_clients
         self._idle = burst / rate  # an untouched bucket is full after this long
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._limit_text = _number(rate)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def take(self, client: str, cost: float) -> Decision:
+        allowed, tokens = self._spend(client, cost)
+        return _decision(allowed, self.rate, self.burst, tokens, cost, time.time())
+
+    def spend(self, client: str, cost: float, headers: dict[str, str]) -> Decision | None:
+        """``take``, its headers added to ``headers``: None if allowed, else the refusal.
+
+        The request path's form: no decision object for the usual outcome.
+        """
+        allowed, tokens = self._spend(client, cost)
+        if not allowed:
+            d = _decision(False, self.rate, self.burst, tokens, cost, time.time())
+            add_headers(d, headers)
+            return d
+        # the headers add_headers writes, straight from the numbers
+        headers["X-RateLimit-Limit"] = self._limit_text
+        headers["X-RateLimit-Remaining"] = str(math.floor(tokens)) if tokens > 0 else "0"
+        headers["X-RateLimit-Reset"] = str(math.ceil(time.time()
+                                                     + (self.burst - tokens) / self.rate))
+        return None
+
+    def _spend(self, client: str, cost: float) -> tuple[bool, float]:
+        """Whether ``cost`` fits in ``client``'s bucket (then it is spent); tokens left."""
         now = time.monotonic()
         bucket = self._buckets.get(client)
         if bucket is None:
@@ -118,8 +141,7 @@ class LocalBuckets:
         # only add the cost to it: done here without a coroutine per request.
         if allowed:
             limiter._level += cost  # noqa: SLF001
-        tokens = self.burst - limiter._level  # noqa: SLF001
-        return _decision(allowed, self.rate, self.burst, tokens, cost, time.time())
+        return allowed, self.burst - limiter._level  # noqa: SLF001
 
     def _evict(self, now: float) -> None:
         buckets = self._buckets
@@ -198,6 +220,7 @@ class RateLimiter:
         self.burst = burst if burst is not None else max(rate, 1.0)
         self.fail = fail
         self._costs = tuple(costs)
+        self.priced = bool(self._costs)  # whether any cost is set (else every request costs 1)
         self.local = LocalBuckets(self.rate, self.burst)
         self.redis = RedisBuckets(redis_url, self.rate, self.burst) if redis_url else None
         self.redis_failures = 0
@@ -207,10 +230,6 @@ class RateLimiter:
         self._warned_at = -_WARN_EVERY
         self._cost = lru_cache(maxsize=4096)(self._cost_of)
 
-    @property
-    def priced(self) -> bool:
-        """Whether RATE_LIMIT_COSTS sets any cost (else every request costs 1)."""
-        return bool(self._costs)
 
     def cost(self, path: str) -> float:
         """The cost of a call to ``path`` (a canonical RPC path, or any route's path)."""
@@ -223,11 +242,15 @@ class RateLimiter:
                 return cost
         return 1.0
 
-    def check_local(self, client: str, cost: float = 1.0) -> Decision | None:
-        """This process's decision, or None when Redis is to be asked (then ``check``)."""
-        if self.redis is not None:
-            return None
-        return self._count(self.local.take(client, min(cost, self.burst)))
+    def spend_here(self, client: str, cost: float, headers: dict[str, str]) -> Decision | None:
+        """Spend from this process's bucket (no Redis): None if allowed, else the refusal.
+
+        The bucket's state goes into ``headers`` either way.
+        """
+        refused = self.local.spend(client, min(cost, self.burst), headers)
+        if refused is not None:
+            self.rejected += 1
+        return refused
 
     async def check(self, client: str, cost: float = 1.0) -> Decision:
         cost = min(cost, self.burst)

@@ -28,8 +28,6 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 if TYPE_CHECKING:
     from .state import GatewayState
     from .server import GatewayRunner
@@ -38,21 +36,6 @@ log = logging.getLogger("gateway")
 
 CLEANUP_BUDGET = 0.6   # seconds after the grace for closing connections and the backend
 WATCHDOG_MARGIN = 0.9  # seconds after the grace at which the process ends regardless
-DRAINING = web.AppKey("draining", list)
-
-
-def install(app: web.Application) -> None:
-    """Replies made while draining close their connection (clients reconnect elsewhere)."""
-    app[DRAINING] = [False]
-
-    async def close_when_draining(_request: web.Request, response: web.StreamResponse) -> None:
-        if app[DRAINING][0]:
-            response.force_close()
-            response.headers["Connection"] = "close"  # the headers were prepared already
-
-    app.on_response_prepare.append(close_when_draining)
-
-
 class _Watchdog:
     """Ends the process at SHUTDOWN_GRACE + WATCHDOG_MARGIN after the signal, whatever runs.
 
@@ -125,10 +108,7 @@ async def drain(runner: "GatewayRunner", state: "GatewayState", grace: float, de
     started = loop.time()
     deadline = started + grace
     WATCHDOG.arm(grace)
-    state.draining = True
-    app = runner.app
-    if DRAINING in app:
-        app[DRAINING][0] = True
+    state.draining = True  # /readyz says 503; replies close their connections (app.context)
     if delay > 0:
         log.info("shutting down: /readyz answers 503; still accepting for %g s, then "
                  "in-flight requests have until %g s after the signal", delay, grace)

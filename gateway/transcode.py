@@ -29,7 +29,7 @@ import re
 import struct
 import sys
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import orjson
@@ -161,16 +161,16 @@ def _special_float(v: float) -> str:
 
 
 def _f64(v: float) -> Any:
-    r = _f64_cache.get(v)
-    if r is not None and v:  # zeros are never cached: 0.0 and -0.0 are one key
-        return r
-    return _f64_new(v)
+    if v:
+        r = _f64_cache.get(v)
+        return r if r is not None else _f64_new(v)
+    # zeros are never cached (0.0 and -0.0 are one key) and need no look-up
+    return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
 
 
 def _f64_new(v: float) -> Any:
+    """The JSON form of a non-zero ``v``, remembered (up to _CACHE_MAX values)."""
     if v.is_integer() and -_TWO53 < v < _TWO53:
-        if v == 0.0:
-            return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
         r: Any = int(v)
     elif math.isinf(v) or v != v:
         return _special_float(v)  # not cached: every NaN would be a key of its own
@@ -199,16 +199,16 @@ def _shortest_f32(v: float) -> str:
 
 
 def _f32(v: float) -> Any:
-    r = _f32_cache.get(v)
-    if r is not None and v:  # zeros are never cached: 0.0 and -0.0 are one key
-        return r
-    return _f32_new(v)
+    if v:
+        r = _f32_cache.get(v)
+        return r if r is not None else _f32_new(v)
+    # zeros are never cached (0.0 and -0.0 are one key) and need no look-up
+    return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
 
 
 def _f32_new(v: float) -> Any:
+    """The JSON form of a non-zero ``v``, remembered (up to _CACHE_MAX values)."""
     if v.is_integer() and -_TWO24 < v < _TWO24:
-        if v == 0.0:
-            return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
         r: Any = int(v)
     elif math.isinf(v) or v != v:
         return _special_float(v)  # not cached: every NaN would be a key of its own

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,3 +285,43 @@ async def test_static_files_are_sent_and_logged(make_gateway: Any,
     assert [(e["status"], e["route"], e["bytes_out"]) for e in entries] == \
         [(200, "/docs/static/{name}", n) for n in sent]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_direct_write_is_the_line_logging_writes(fmt: str) -> None:
+    """With only setup()'s handler, access lines skip the logging chain: same text.
+
+    Run in a process of its own, where setup() installs the handler (pytest's
+    own handlers would otherwise take the chain path every time).
+    """
+    import subprocess
+    import sys
+
+    code = f"""
+import logging, sys
+from gateway import logs
+logs.setup("info", {fmt!r})
+assert logs._installed is logging.root.handlers[0]  # the direct path is open
+entries = [logs.AccessEntry("id1", "alice", "127.0.0.1", "POST", "/a.B/C", "/a.B/C", 200,
+                            "OK", 2, 30, 1.25),
+           logs.AccessEntry("id2", None, "127.0.0.1", "GET", "/x y\\u2028\\x1b", "unmatched",
+                            404, "NOT_FOUND", 0, 0, 0.5)]
+for e in entries:
+    logs.access(e)                       # the direct write
+sys.stderr.write("--\\n")
+logging.getLogger("gateway.access").addFilter(lambda r: True)  # now the logging chain
+for e in entries:
+    logs.access(e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent).stderr
+    direct, chained = out.split("--\n")
+    assert direct.count("\n") == 2 and "\u2028" not in direct and "\x1b" not in direct
+
+    def untimed(lines: str) -> list[str]:
+        if fmt == "json":
+            return [json.dumps({k: v for k, v in json.loads(line).items() if k != "time"})
+                    for line in lines.splitlines()]
+        return [line.split(" ", 2)[2] for line in lines.splitlines()]
+
+    assert untimed(direct) == untimed(chained)

@@ -58,7 +58,7 @@ def test_a_cached_token_expires_by_the_clock(leeway: float) -> None:
     clock.now = exp + leeway - 0.5
     assert auth.authenticate(header).subject == "a"  # still inside the window
     clock.now = exp + leeway
-    assert auth.cache.get(header.split()[1]) is None  # PyJWT's rule: exp <= now - leeway
+    assert auth.cache.get(header) is None  # PyJWT's rule: exp <= now - leeway
     assert len(auth.cache) == 0
 
 
@@ -70,7 +70,7 @@ def test_a_cached_token_is_not_valid_before_its_nbf_or_iat() -> None:
     tok = _sign({"sub": "a", "exp": now + 600, "nbf": now - 5, "iat": now})
     auth.authenticate(f"Bearer {tok}")
     clock.now = now - 10.5  # before iat - leeway
-    assert auth.cache.get(tok) is None
+    assert auth.cache.get(f"Bearer {tok}") is None
 
 
 async def test_expiry_is_honoured_for_a_cached_token(make_gateway: Any,
@@ -128,8 +128,9 @@ def test_the_cache_is_bounded_least_recently_used_first() -> None:
     for tok in tokens[3:]:
         auth.authenticate(f"Bearer {tok}")
     assert len(auth.cache) == 3
-    assert auth.cache.get(tokens[0]) is not None
-    assert auth.cache.get(tokens[1]) is None and auth.cache.get(tokens[2]) is None
+    assert auth.cache.get(f"Bearer {tokens[0]}") is not None
+    assert auth.cache.get(f"Bearer {tokens[1]}") is None
+    assert auth.cache.get(f"Bearer {tokens[2]}") is None
 
 
 def test_a_token_without_exp_stays_until_evicted() -> None:
