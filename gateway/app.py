@@ -10,6 +10,12 @@ caller's roles allow (``authz``), then the client's rate limit) ->
 breaker, cap, coalescing: ``protect.py``) -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it.
+
+A large reply (``OFFLOAD_MIN_BYTES`` of wire bytes or more) is converted by
+a worker process (``offload.py``) and forwarded from its pipe as it comes
+(``streaming.forward``), never held whole here: that handler sends the reply
+itself, with the headers, size cap and gzip the middleware gives the others,
+and the middleware only records it. ``--dev`` does not indent such a reply.
 """
 from __future__ import annotations
 
@@ -25,15 +31,17 @@ from urllib.parse import quote
 from aiohttp import web
 
 from . import cors as cors_mod
-from . import auth, authz, bodies, compression, dev, errors, health, logs, openapi, reload, resources
+from . import (auth, authz, bodies, compression, dev, errors, health, logs, openapi, reload,
+               resources, streaming)
 from .auth import AuthError
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED
-from .offload import Offloader
+from .offload import Answer, Offloader
 from .protect import Protector
 from .ratelimit import client_address, rate_limited
 from .routes import MethodTable, Route
+from .streaming import SENT
 # the state and its keys (also importable from here, as they used to be defined here)
 from .state import (BYTES_IN, OPEN_RESOURCES, REPLY_HEADERS, REQUEST_ID,  # noqa: F401
                     ROUTE_LABELS, ROUTE_PATH, STATE, USER, GatewayState)
@@ -100,8 +108,11 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     up while it is sent is seen: that request, like one whose client left
     while the handler ran (aiohttp cancels the handler), is logged and
     counted as 499 CANCELLED, at info level: a client's choice, not a server
-    error. Files (``FileResponse`` cannot be prepared twice) and streams are
-    left for aiohttp to send, after this line is logged.
+    error. A large reply forwarded from the conversion process
+    (``streaming.py``) has been sent by the handler already, headers and
+    all: it is only recorded here, with what it did (``Sent``). Files
+    (``FileResponse`` cannot be prepared twice) are left for aiohttp to send,
+    after this line is logged.
     """
     started = time.perf_counter()
     state = request.app[STATE]
@@ -109,7 +120,7 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     if rid is None or not _REQUEST_ID_OK.match(rid):
         rid = _new_request_id()
     request[REQUEST_ID] = rid
-    request[REPLY_HEADERS] = extra = {}
+    request[REPLY_HEADERS] = {}
     state.metrics.in_flight.inc()
     response: web.StreamResponse | None = None
     status, code = 0, errors.OK
@@ -125,22 +136,15 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception("unhandled error serving %s %s (request %s)",
                           request.method, request.path, rid)
             response, code = errors.internal().response(), errors.INTERNAL
-        if code == errors.OK and response.status >= 400:
-            code = errors.UNKNOWN  # an error reply a handler returned instead of raising
-        if state.cfg.dev:
-            _dev_reply(request, response, started)
-        response, code = _capped(request, response, code, state.cfg.max_response_bytes)
-        response.headers["X-Request-Id"] = rid
-        if extra:
-            response.headers.update(extra)
-        await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
-        status = response.status
-        if isinstance(response, web.Response):  # a file or a stream is aiohttp's to send
-            try:
-                await response.prepare(request)
-                await response.write_eof()
-            except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
-                status, code = 499, errors.CANCELLED
+        sent = request.get(SENT)
+        if sent is not None:  # streamed: sent already, nothing more to add or write
+            status, code = sent.status, sent.code
+            if state.cfg.dev:
+                dev_log.info("%s %s -> %d streamed, %d bytes (not indented) (%.1f ms)",
+                             request.method, request.path, status, sent.bytes_out,
+                             (time.perf_counter() - started) * 1000)
+        else:
+            response, status, code = await _send(request, response, code, state, started)
     except asyncio.CancelledError:
         status, code = 499, errors.CANCELLED
         raise
@@ -151,6 +155,29 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         _record(request, state, response, status, code, time.perf_counter() - started)
     return response
+
+
+async def _send(request: web.Request, response: web.StreamResponse, code: int,
+                state: GatewayState, started: float) -> tuple[web.StreamResponse, int, int]:
+    """The reply's last touches (size cap, headers, gzip), then written: (reply, status, code)."""
+    if code == errors.OK and response.status >= 400:
+        code = errors.UNKNOWN  # an error reply a handler returned instead of raising
+    if state.cfg.dev:
+        _dev_reply(request, response, started)
+    response, code = _capped(request, response, code, state.cfg.max_response_bytes)
+    response.headers["X-Request-Id"] = request[REQUEST_ID]
+    extra = request[REPLY_HEADERS]
+    if extra:
+        response.headers.update(extra)
+    await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
+    status = response.status
+    if isinstance(response, web.Response):  # a file is aiohttp's to send
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
+            status, code = 499, errors.CANCELLED
+    return response, status, code
 
 
 def _capped(request: web.Request, response: web.StreamResponse, code: int,
@@ -206,7 +233,10 @@ def _record(request: web.Request, state: GatewayState, response: web.StreamRespo
     if bytes_in is None:
         bytes_in = request.content_length or 0
     bytes_out = 0
-    if response is not None:
+    sent = request.get(SENT)
+    if sent is not None:
+        bytes_out = sent.bytes_out
+    elif response is not None:
         body = response.body if isinstance(response, web.Response) else None
         bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
                      else response.content_length or 0)
@@ -414,7 +444,7 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     return answer.reply
 
 
-async def handle_rpc(request: web.Request) -> web.Response:
+async def handle_rpc(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     table = state.table  # read once: a reload mid-request does not affect it
     path = request.path
@@ -443,10 +473,12 @@ async def handle_rpc(request: web.Request) -> web.Response:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
     reply = await invoke(request, route, data)
     try:
-        out = (await offload.to_json(table, route.response, reply)
+        out = (await offload.to_json_stream(table, route.response, reply)
                if offload.offloads(len(reply)) else route.response.to_json(reply))
     except EncodeError as e:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
+    if isinstance(out, Answer):  # large: forwarded from the conversion process as it comes
+        return await streaming.forward(request, out)
     return web.Response(body=out, content_type="application/json")
 
 
