@@ -240,12 +240,26 @@ class _Worker:
         stdin = self.proc.stdin
         if stdin is not None and not stdin.is_closing():
             stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), grace)
-        except asyncio.TimeoutError:
+        if not await self._ended(grace):
             self.proc.kill()
-            await self.proc.wait()
-        await self.reader
+            await self._ended(grace)
+        if not self.reader.done():
+            # the process is gone but its answer's holder has not let go yet: stopping
+            # must not wait for it (it sees the end of the pipe when it reads on)
+            self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+
+    async def _ended(self, seconds: float) -> bool:
+        """Whether the process ended within ``seconds``.
+
+        asyncio's ``wait`` also waits for the end of stdout to be read, which
+        an answer nobody reads any more would put off for ever.
+        """
+        try:
+            await asyncio.wait_for(self.proc.wait(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
 class Offloader:
