@@ -471,15 +471,21 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
     except EncodeError as e:  # the conversion process failed, not the request
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
-    reply = await invoke(request, route, data)
-    try:
-        out = (await offload.to_json_stream(table, route.response, reply)
-               if offload.offloads(len(reply)) else route.response.to_json(reply))
-    except EncodeError as e:
-        raise GatewayError(502, errors.INTERNAL, str(e)) from None
+    # the wire reply is not kept while its JSON is sent (hence no name for it here)
+    out = await _to_json(offload, table, route, await invoke(request, route, data))
     if isinstance(out, Answer):  # large: forwarded from the conversion process as it comes
         return await streaming.forward(request, out)
     return web.Response(body=out, content_type="application/json")
+
+
+async def _to_json(offload: Offloader, table: MethodTable, route: Route,
+                   reply: bytes) -> bytes | Answer:
+    """The reply's JSON: converted here when small, else a worker's Answer to forward."""
+    try:
+        return (await offload.to_json_stream(table, route.response, reply)
+                if offload.offloads(len(reply)) else route.response.to_json(reply))
+    except EncodeError as e:
+        raise GatewayError(502, errors.INTERNAL, str(e)) from None
 
 
 # ---------------------------------------------------------------------------
