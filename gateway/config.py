@@ -438,8 +438,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("body_timeout", "BODY_TIMEOUT", "--body-timeout", _duration, 60.0,
            "a request's body must arrive within this once its headers have (408)", "DURATION"),
     Option("send_timeout", "SEND_TIMEOUT", "--send-timeout", _duration, 30.0,
-           "a large reply forwarded as it is converted is cut if its client takes none "
-           "of it for this long (the conversion process waits for the client meanwhile)",
+           "a large reply forwarded as it is converted is cut if its client takes next to "
+           "nothing of it (under 64 KiB) for this long (the conversion process waits for the "
+           "client meanwhile)",
            "DURATION"),
     Option("keepalive_timeout", "KEEPALIVE_TIMEOUT", "--keepalive-timeout", _duration, 75.0,
            "an idle keep-alive connection is closed after this", "DURATION"),

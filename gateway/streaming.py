@@ -21,7 +21,7 @@ After the first byte the status line is gone, so a failure cannot become an
 envelope: the connection is cut (the client sees a short body or a missing
 last chunk, never a complete-looking reply) and the request is recorded with
 what really happened (``Sent``): 502 when the worker died, 499 when the
-client left, 408 when it took nothing for ``SEND_TIMEOUT``. Either way the
+client left, 408 when it took (next to) nothing for ``SEND_TIMEOUT``. Either way the
 Answer is released and the worker's reader drops the rest of it.
 """
 from __future__ import annotations
@@ -48,6 +48,10 @@ class Sent:
     code: int = errors.OK
     bytes_out: int = 0  # body bytes written to the socket (compressed, when gzipped)
 
+
+# what one write hands the socket: aiohttp waits for the socket after each write
+# of more than 64 KiB, so SEND_TIMEOUT bounds a wait for about this much progress
+WRITE_BYTES = 64 * 1024
 
 # set once a streamed reply's headers are sent: the middleware then records it
 # from here and leaves the (prepared) response alone
@@ -119,9 +123,18 @@ async def _pump(resp: web.StreamResponse, answer: Answer, gz: zlib._Compress | N
 
 
 async def _write(resp: web.StreamResponse, data: bytes, sent: Sent, timeout: float) -> None:
-    async with asyncio.timeout(timeout):  # a client that takes nothing holds a worker
-        await resp.write(data)
-    sent.bytes_out += len(data)
+    """``data`` to the client, WRITE_BYTES at a time, each within ``timeout``.
+
+    Each write waits until the socket has taken most of what is queued, so
+    the bound applies to a client that takes (next to) nothing for that
+    long, not to one that is slow but reading: the worker waits for either.
+    """
+    view = memoryview(data)
+    for at in range(0, len(view), WRITE_BYTES):
+        part = view[at:at + WRITE_BYTES]
+        async with asyncio.timeout(timeout):
+            await resp.write(part)
+        sent.bytes_out += len(part)
 
 
 def _cut(request: web.Request, sent: Sent, status: int, code: int) -> None:
