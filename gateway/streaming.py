@@ -77,8 +77,8 @@ async def forward(request: web.Request, answer: Answer) -> web.StreamResponse:
         else:
             resp.content_length = answer.size
         sent = request[SENT] = Sent()
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await _pump(resp, answer, gz, sent, cfg.send_timeout)
         except WorkerDied:
             log.error("reply to %s %s (request %s) cut after %d bytes: the conversion "
@@ -89,8 +89,8 @@ async def forward(request: web.Request, answer: Answer) -> web.StreamResponse:
             _cut(request, sent, 499, errors.CANCELLED)
         except TimeoutError:
             request.app[STATE].metrics.connection_cut("send_timeout")
-            log.info("reply to %s %s (request %s) cut after %d bytes: the client took none "
-                     "of it for SEND_TIMEOUT (%g s)", request.method, request.path,
+            log.info("reply to %s %s (request %s) cut after %d bytes: the client took next "
+                     "to nothing of it for SEND_TIMEOUT (%g s)", request.method, request.path,
                      request[REQUEST_ID], sent.bytes_out, cfg.send_timeout)
             _cut(request, sent, 408, errors.DEADLINE_EXCEEDED)
         except asyncio.CancelledError:  # the client left, or shutdown cut the request
