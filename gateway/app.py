@@ -10,6 +10,12 @@ breaker, cap, coalescing: ``protect.py``) -> ``Route.call`` (Cuebot) ->
 ``MessageCodec.to_json`` -> response. The live state (method table, backend)
 sits in one object so that a reload can swap it; what one request's layers
 hand each other sits in a ``state.Call``.
+
+A large reply (``OFFLOAD_MIN_BYTES`` of wire bytes or more) is converted by
+a worker process (``offload.py``) and forwarded from its pipe as it comes
+(``streaming.forward``), never held whole here: that handler sends the reply
+itself, with the headers, size cap and gzip the middleware gives the others,
+and the middleware only records it. ``--dev`` does not indent such a reply.
 """
 from __future__ import annotations
 
@@ -26,11 +32,11 @@ from aiohttp import web
 
 from . import cors as cors_mod
 from . import authz, bodies, compression, dev, errors, guard, health, logs, openapi, reload
-from . import resources
+from . import resources, streaming
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED
-from .offload import Offloader
+from .offload import Answer, Offloader
 from .protect import Protector
 from .routes import SLASHES, MethodTable, Route
 # the state and its keys (also importable from here, as they used to be defined here)
@@ -99,9 +105,11 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     that the duration covers sending it and a client that hangs up while it
     is sent is seen: that request, like one whose client left while the
     handler ran (aiohttp cancels the handler), is logged and counted as 499
-    CANCELLED, at info level: a client's choice, not a server error. Files
-    (``FileResponse`` cannot be prepared twice) and streams are left for
-    aiohttp to send, after this line is logged.
+    CANCELLED, at info level: a client's choice, not a server error. A
+    large reply forwarded from the conversion process (``streaming.py``) has
+    been sent by the handler already, headers and all: it is only recorded
+    here, with what it did (``Sent``). Files (``FileResponse`` cannot be
+    prepared twice) are left for aiohttp to send, after this line is logged.
     """
     started = time.perf_counter()
     state = request.app[STATE]
@@ -131,9 +139,17 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception("unhandled error serving %s %s (request %s)",
                           request.method, request.path, rid)
             response, code = errors.internal().response(), errors.INTERNAL
+        cfg = state.cfg
+        sent = call.sent
+        if sent is not None:  # streamed: sent already, nothing more to add or write
+            status, code = sent.status, sent.code
+            if cfg.dev:
+                dev_log.info("%s %s -> %d streamed, %d bytes (not indented) (%.1f ms)",
+                             request.method, request.path, status, sent.bytes_out,
+                             (time.perf_counter() - started) * 1000)
+            return response
         if code == errors.OK and response.status >= 400:
             code = errors.UNKNOWN  # an error reply a handler returned instead of raising
-        cfg = state.cfg
         if cfg.dev:
             _dev_reply(request, response, started)
         body = response.body if isinstance(response, web.Response) else None
@@ -219,7 +235,9 @@ def _record(request: web.Request, call: Call, resource: object,
     if bytes_in is None:
         bytes_in = request.content_length or 0
     bytes_out = 0
-    if response is not None:
+    if call.sent is not None:
+        bytes_out = call.sent.bytes_out
+    elif response is not None:
         body = response.body if isinstance(response, web.Response) else None
         bytes_out = (len(body) if isinstance(body, (bytes, bytearray))
                      else response.content_length or 0)
@@ -347,7 +365,7 @@ async def invoke(request: web.Request, route: Route, data: bytes) -> bytes:
     return reply
 
 
-async def handle_rpc(request: web.Request) -> web.Response:
+async def handle_rpc(request: web.Request) -> web.StreamResponse:
     call = request[CALL]
     state = call.state
     table = state.table  # read once: a reload mid-request does not affect it
@@ -377,10 +395,15 @@ async def handle_rpc(request: web.Request) -> web.Response:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
     reply = await invoke(request, route, data)
     try:
-        out = (await offload.to_json(table, route.response, reply)
-               if offload.offloads(len(reply)) else route.response.to_json(reply))
+        if not offload.offloads(len(reply)):
+            return web.Response(body=route.response.to_json(reply),
+                                content_type="application/json")
+        out = await offload.to_json_stream(table, route.response, reply)
     except EncodeError as e:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
+    del reply  # not kept while a large reply is forwarded
+    if isinstance(out, Answer):  # large: forwarded from the conversion process as it comes
+        return await streaming.forward(request, out)
     return web.Response(body=out, content_type="application/json")
 
 

@@ -8,6 +8,10 @@ enough for the last 3 % to pay for that CPU, so level 1. Large bodies are
 compressed in a worker thread (zlib releases the GIL), so one big reply does
 not stall every other request on the event loop.
 
+A reply forwarded as the conversion process writes it (``streaming.py``)
+is compressed a piece at a time with one ``compressor()``: deflate does not
+depend on how its input is cut, so the bytes are ``gzip_bytes``' of the whole.
+
 Small replies are sent as they are (``GZIP_MIN_BYTES``, 1024 by default):
 below a packet or two gzip saves nothing worth its CPU, and error envelopes
 are well below it.
@@ -26,9 +30,14 @@ _GZIP_WBITS = 31            # zlib's gzip container (16 + 15-bit window)
 _COMPRESSIBLE_TYPES = frozenset({"application/json", "application/openmetrics-text"})
 
 
+def compressor() -> "zlib._Compress":
+    """A gzip member to feed in pieces: the settings of ``gzip_bytes``, hence its bytes."""
+    return zlib.compressobj(LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+
+
 def gzip_bytes(data: bytes) -> bytes:
     """``data`` as one gzip member (no file name, mtime 0: the same input, the same bytes)."""
-    c = zlib.compressobj(LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    c = compressor()
     return c.compress(data) + c.flush()
 
 
@@ -79,18 +88,32 @@ def _add_vary(response: web.StreamResponse) -> None:
         response.headers[hdrs.VARY] = f"{vary}, Accept-Encoding"
 
 
+def wants_gzip(request: web.BaseRequest, response: web.StreamResponse, size: int,
+               min_bytes: int) -> bool:
+    """Whether ``response``, ``size`` bytes before compression, goes out gzipped.
+
+    The one policy of both paths (a body in memory, a streamed reply): big
+    enough, a type worth compressing, not encoded already, and accepted by
+    the client. A reply of that size gets ``Vary: Accept-Encoding`` either
+    way, since its encoding depends on that header.
+    """
+    if min_bytes <= 0 or size < min_bytes:
+        return False
+    if hdrs.CONTENT_ENCODING in response.headers or not _compressible(response.content_type):
+        return False
+    _add_vary(response)
+    return accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+
+
 async def maybe_gzip(request: web.BaseRequest, response: web.StreamResponse,
                      min_bytes: int) -> None:
     """Compress ``response`` in place if it is big enough and the client accepts gzip."""
-    if min_bytes <= 0 or not isinstance(response, web.Response) or response.prepared:
+    if not isinstance(response, web.Response) or response.prepared:
         return
     body = response.body
-    if not isinstance(body, (bytes, bytearray)) or len(body) < min_bytes:
+    if not isinstance(body, (bytes, bytearray)):
         return
-    if hdrs.CONTENT_ENCODING in response.headers or not _compressible(response.content_type):
-        return
-    _add_vary(response)  # this size of reply depends on Accept-Encoding, either way
-    if not accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING, "")):
+    if not wants_gzip(request, response, len(body), min_bytes):
         return
     if len(body) >= OFFLOAD_BYTES:
         out = await asyncio.get_running_loop().run_in_executor(None, gzip_bytes, bytes(body))

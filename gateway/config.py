@@ -437,6 +437,11 @@ OPTIONS: tuple[Option, ...] = (
            "DURATION"),
     Option("body_timeout", "BODY_TIMEOUT", "--body-timeout", _duration, 60.0,
            "a request's body must arrive within this once its headers have (408)", "DURATION"),
+    Option("send_timeout", "SEND_TIMEOUT", "--send-timeout", _duration, 30.0,
+           "a large reply forwarded as it is converted is cut if its client takes next to "
+           "nothing of it (under 64 KiB) for this long (the conversion process waits for the "
+           "client meanwhile)",
+           "DURATION"),
     Option("keepalive_timeout", "KEEPALIVE_TIMEOUT", "--keepalive-timeout", _duration, 75.0,
            "an idle keep-alive connection is closed after this", "DURATION"),
     Option("max_connections_per_client", "MAX_CONNECTIONS_PER_CLIENT",
@@ -572,6 +577,7 @@ class Config:
     shutdown_delay: float = 0.0
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    send_timeout: float = 30.0
     keepalive_timeout: float = 75.0
     max_connections_per_client: int = 256
     workers: int = 1

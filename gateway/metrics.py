@@ -43,7 +43,7 @@ SIZE_BUCKETS = tuple(float(64 * 4**k) for k in range(13))
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RELOAD_OUTCOMES = ("ok", "failed", "unchanged")
 RATE_LIMIT_REASONS = ("limit", "redis_closed")
-CUT_REASONS = ("header_timeout", "body_timeout", "client_limit")
+CUT_REASONS = ("header_timeout", "body_timeout", "client_limit", "send_timeout")
 QUEUE_REJECTION_REASONS = ("full", "deadline")
 BREAKER_STATES = ("closed", "open", "half_open")
 JWKS_OUTCOMES = ("ok", "unchanged", "failed")
@@ -146,7 +146,8 @@ class Metrics:
             registry=own)
         self.connections_cut = Counter(
             f"{p}_connections_cut", "connections the gateway ended early: header_timeout, "
-            "body_timeout (slow clients, 408), client_limit (MAX_CONNECTIONS_PER_CLIENT, 429)",
+            "body_timeout (slow clients, 408), client_limit (MAX_CONNECTIONS_PER_CLIENT, 429), "
+            "send_timeout (a streamed reply's client stopped reading, SEND_TIMEOUT)",
             ("reason",), registry=own)
         self.authz_denials = Counter(
             f"{p}_authz_denials", "calls refused by AUTHZ_POLICY (403), by method "

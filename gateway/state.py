@@ -15,7 +15,7 @@ from .cors import CorsPolicy
 from .metrics import Metrics
 
 if TYPE_CHECKING:
-    from . import authz, health, reload
+    from . import authz, health, reload, streaming
     from .auth import Authenticator
     from .backend import Backend
     from .config import Config
@@ -57,7 +57,7 @@ class Call:
     """One request's facts, made by the ``context`` middleware, filled in as it goes."""
 
     __slots__ = ("state", "request_id", "reply_headers", "user", "route_path", "bytes_in",
-                 "address")
+                 "address", "sent")
 
     def __init__(self, state: GatewayState, request_id: str) -> None:
         self.state = state                    # read once per request, not per layer
@@ -68,6 +68,8 @@ class Call:
         self.route_path: str | None = None    # the canonical RPC path, once looked up
         self.bytes_in: int | None = None      # body bytes as received, once read
         self.address: str | None = None       # the caller's address, once worked out
+        # a reply the handler streamed itself (streaming.py): what it really did
+        self.sent: streaming.Sent | None = None
 
 
 CALL = web.RequestKey("call", Call)

@@ -56,7 +56,10 @@ async def test_big_reply_is_gzipped_and_identical_once_gunzipped(make_gateway: A
     assert headers["Content-Encoding"] == "gzip"
     assert headers["Vary"] == "Accept-Encoding"
     assert headers["Content-Type"].startswith("application/json")
-    assert int(headers["Content-Length"]) == len(body) < len(plain) // 4
+    # forwarded from the conversion process as it is compressed: its length is not known
+    # when the headers go, so it is chunked
+    assert "Content-Length" not in headers and headers["Transfer-Encoding"] == "chunked"
+    assert len(body) < len(plain) // 4
     assert gzip.decompress(body) == plain
 
     found = await scrape(gw)
