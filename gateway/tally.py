@@ -75,7 +75,9 @@ class Tally:
         self._lat = tuple(latency)
         self._sizes = tuple(sizes)
         self.in_flight = Level()
-        self.requests: dict[tuple[str, str, str, str], int] = {}
+        # (route, method, status, code) as the request path names it -> [count, the
+        # route's histograms, the requests counter's labels]
+        self._lines: dict[tuple[str, str, int, str], list] = {}
         self.request_seconds = _Histograms(f"{prefix}_request_duration_seconds",
                                            help_["request_seconds"], ("route",), latency)
         self.request_bytes = _Histograms(f"{prefix}_request_size_bytes",
@@ -93,22 +95,38 @@ class Tally:
                         seconds: float, bytes_in: int, bytes_out: int) -> None:
         if method not in self._methods:
             method = "other"  # any token is a method to HTTP: keep the keys bounded
-        key = (route, method, str(status), grpc_code)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
-        series = self._routes.get(route)
-        if series is None:
-            k = (route,)
-            series = self._routes[route] = (self.request_seconds.new(k),
-                                             self.request_bytes.new(k),
-                                             self.response_bytes.new(k))
-        s, i, o = series
+        key = (route, method, status, grpc_code)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._line(key)
+        line[0] += 1
+        s, i, o = line[1]
         s[bisect_left(self._lat, seconds)] += 1
         s[-1] += seconds
         i[bisect_left(self._sizes, bytes_in)] += 1
         i[-1] += bytes_in
         o[bisect_left(self._sizes, bytes_out)] += 1
         o[-1] += bytes_out
+
+    def requests(self) -> dict[tuple[str, str, str, str], int]:
+        """The requests counter: count per label set."""
+        return {labels: count for count, _series, labels in self._lines.values()}
+
+    def _line(self, key: tuple[str, str, int, str]) -> list:
+        """A request key's count and its route's three histograms, made on first use.
+
+        One look-up per request: the count is kept here and read, summed per
+        label set, when the requests counter is scraped.
+        """
+        route, method, status, grpc_code = key
+        series = self._routes.get(route)
+        if series is None:
+            k = (route,)
+            series = self._routes[route] = (self.request_seconds.new(k),
+                                             self.request_bytes.new(k),
+                                             self.response_bytes.new(k))
+        line = self._lines[key] = [0, series, (route, method, str(status), grpc_code)]
+        return line
 
     def observe_backend(self, route: str, grpc_code: str, seconds: float) -> None:
         hist = self.backend_seconds
@@ -124,8 +142,8 @@ class Tally:
         p = self._prefix
         requests = CounterMetricFamily(f"{p}_requests", self._help["requests"],
                                        labels=["route", "method", "status", "grpc_code"])
-        for key, n in self.requests.items():
-            requests.add_metric(list(key), n)
+        for labels, n in self.requests().items():
+            requests.add_metric(list(labels), n)
         yield requests
         yield self.request_seconds.family()
         yield self.backend_seconds.family()
