@@ -120,7 +120,8 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     if rid is None or not _REQUEST_ID_OK.match(rid):
         rid = _new_request_id()
     request[REQUEST_ID] = rid
-    request[REPLY_HEADERS] = {}
+    request[REPLY_HEADERS] = extra = {}
+    request[SENT] = None  # a streamed reply's record, once its headers are sent
     state.metrics.in_flight.inc()
     response: web.StreamResponse | None = None
     status, code = 0, errors.OK
@@ -136,7 +137,7 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
             log.exception("unhandled error serving %s %s (request %s)",
                           request.method, request.path, rid)
             response, code = errors.internal().response(), errors.INTERNAL
-        sent = request.get(SENT)
+        sent = request[SENT]
         if sent is not None:  # streamed: sent already, nothing more to add or write
             status, code = sent.status, sent.code
             if state.cfg.dev:
@@ -144,7 +145,22 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
                              request.method, request.path, status, sent.bytes_out,
                              (time.perf_counter() - started) * 1000)
         else:
-            response, status, code = await _send(request, response, code, state, started)
+            if code == errors.OK and response.status >= 400:
+                code = errors.UNKNOWN  # an error reply a handler returned instead of raising
+            if state.cfg.dev:
+                _dev_reply(request, response, started)
+            response, code = _capped(request, response, code, state.cfg.max_response_bytes)
+            response.headers["X-Request-Id"] = rid
+            if extra:
+                response.headers.update(extra)
+            await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
+            status = response.status
+            if isinstance(response, web.Response):  # a file is aiohttp's to send
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
+                    status, code = 499, errors.CANCELLED
     except asyncio.CancelledError:
         status, code = 499, errors.CANCELLED
         raise
@@ -155,29 +171,6 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         state.metrics.in_flight.dec()
         _record(request, state, response, status, code, time.perf_counter() - started)
     return response
-
-
-async def _send(request: web.Request, response: web.StreamResponse, code: int,
-                state: GatewayState, started: float) -> tuple[web.StreamResponse, int, int]:
-    """The reply's last touches (size cap, headers, gzip), then written: (reply, status, code)."""
-    if code == errors.OK and response.status >= 400:
-        code = errors.UNKNOWN  # an error reply a handler returned instead of raising
-    if state.cfg.dev:
-        _dev_reply(request, response, started)
-    response, code = _capped(request, response, code, state.cfg.max_response_bytes)
-    response.headers["X-Request-Id"] = request[REQUEST_ID]
-    extra = request[REPLY_HEADERS]
-    if extra:
-        response.headers.update(extra)
-    await compression.maybe_gzip(request, response, state.cfg.gzip_min_bytes)
-    status = response.status
-    if isinstance(response, web.Response):  # a file is aiohttp's to send
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
-            status, code = 499, errors.CANCELLED
-    return response, status, code
 
 
 def _capped(request: web.Request, response: web.StreamResponse, code: int,
@@ -233,7 +226,7 @@ def _record(request: web.Request, state: GatewayState, response: web.StreamRespo
     if bytes_in is None:
         bytes_in = request.content_length or 0
     bytes_out = 0
-    sent = request.get(SENT)
+    sent = request[SENT]
     if sent is not None:
         bytes_out = sent.bytes_out
     elif response is not None:
@@ -471,21 +464,16 @@ async def handle_rpc(request: web.Request) -> web.StreamResponse:
         raise errors.bad_request(f"invalid {route.request.full_name}: {e}") from None
     except EncodeError as e:  # the conversion process failed, not the request
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
-    # the wire reply is not kept while its JSON is sent (hence no name for it here)
-    out = await _to_json(offload, table, route, await invoke(request, route, data))
-    if isinstance(out, Answer):  # large: forwarded from the conversion process as it comes
-        return await streaming.forward(request, out)
-    return web.Response(body=out, content_type="application/json")
-
-
-async def _to_json(offload: Offloader, table: MethodTable, route: Route,
-                   reply: bytes) -> bytes | Answer:
-    """The reply's JSON: converted here when small, else a worker's Answer to forward."""
+    reply = await invoke(request, route, data)
     try:
-        return (await offload.to_json_stream(table, route.response, reply)
-                if offload.offloads(len(reply)) else route.response.to_json(reply))
+        out = (await offload.to_json_stream(table, route.response, reply)
+               if offload.offloads(len(reply)) else route.response.to_json(reply))
     except EncodeError as e:
         raise GatewayError(502, errors.INTERNAL, str(e)) from None
+    if isinstance(out, Answer):  # large: forwarded from the conversion process as it comes
+        del reply  # not kept while it is sent
+        return await streaming.forward(request, out)
+    return web.Response(body=out, content_type="application/json")
 
 
 # ---------------------------------------------------------------------------

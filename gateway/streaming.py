@@ -53,9 +53,9 @@ class Sent:
 # of more than 64 KiB, so SEND_TIMEOUT bounds a wait for about this much progress
 WRITE_BYTES = 64 * 1024
 
-# set once a streamed reply's headers are sent: the middleware then records it
-# from here and leaves the (prepared) response alone
-SENT = web.RequestKey("sent", Sent)
+# set once a streamed reply's headers are sent (None until then): the middleware
+# then records it from here and leaves the (prepared) response alone
+SENT: "web.RequestKey[Sent | None]" = web.RequestKey("sent")
 
 
 async def forward(request: web.Request, answer: Answer) -> web.StreamResponse:
