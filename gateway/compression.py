@@ -111,8 +111,8 @@ async def maybe_gzip(request: web.BaseRequest, response: web.StreamResponse,
     if not isinstance(response, web.Response) or response.prepared:
         return
     body = response.body
-    if not isinstance(body, (bytes, bytearray)):
-        return
+    if not isinstance(body, (bytes, bytearray)) or len(body) < min_bytes:
+        return  # most replies: said before the call below
     if not wants_gzip(request, response, len(body), min_bytes):
         return
     if len(body) >= OFFLOAD_BYTES:

@@ -23,7 +23,9 @@ CPU is read from ``/proc/<pid>/stat`` of each server and its child processes
     (``job.JobInterface/GetFrames``, 6.4 MB of JSON), and their ratio;
   - 10,000-frame throughput (requests/s; ratio to ``before`` when given);
   - RSS at rest, under small-call load, peak while serving 10,000 frames,
-    and after large replies (immediately and once settled, up to a minute).
+    and after large replies (immediately and once settled, up to a minute);
+    the peak also split between the serving process and its children (the
+    conversion processes), as the median of the rounds.
 
     python scripts/bench_e2e.py [--rounds 3] [--seconds 4] [--compare DIR]
 """
@@ -165,17 +167,20 @@ def cpu_seconds(pid: int) -> float:
     return total / TICK
 
 
+def status_mb(pid: int, key: str = "VmRSS") -> float:
+    """``key`` of /proc/<pid>/status (kB) of that one process, in MB (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def rss_mb(pid: int, key: str = "VmRSS") -> float:
     """``key`` of /proc/<pid>/status (kB) summed over the process tree, in MB."""
-    total = 0
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith(key + ":"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
+    return sum(status_mb(p, key) for p in tree(pid))
 
 
 def reset_peak(pid: int) -> None:
@@ -396,16 +401,19 @@ def main() -> int:
         mixed: dict[str, list[Run]] = {}
         large: dict[str, list[Run]] = {}
         peak_large: dict[str, float] = {}
+        peak_split: dict[str, list[tuple[float, float]]] = {}  # (serving, its children)
         for r in range(args.rounds):
             for s in gws:
                 alone.setdefault(s.name, []).append(drive(s, SMALL, 1, args.seconds, script))
                 mixed.setdefault(s.name, []).append(
                     drive(s, SMALL, 1, args.seconds, script, background=(LARGE, 2)))
-                base = rss_mb(s.proc.pid)
+                base, base_own = rss_mb(s.proc.pid), status_mb(s.proc.pid)
                 reset_peak(s.proc.pid)
                 run = drive(s, LARGE, 1, short, script)
-                peak_large[s.name] = max(peak_large.get(s.name, 0),
-                                         rss_mb(s.proc.pid, "VmHWM") - base)
+                total = rss_mb(s.proc.pid, "VmHWM") - base
+                own = status_mb(s.proc.pid, "VmHWM") - base_own
+                peak_large[s.name] = max(peak_large.get(s.name, 0), total)
+                peak_split.setdefault(s.name, []).append((own, total - own))
                 large.setdefault(s.name, []).append(drive(s, LARGE, 2, args.seconds, script))
             print(f"round {r + 1}/{args.rounds} (large replies) done", file=sys.stderr)
         after = {s.name: rss_mb(s.proc.pid) for s in gws}
@@ -455,6 +463,13 @@ def main() -> int:
               f"({peak_large[g.name] / json_mb:3.1f}x) {after[g.name]:11.1f} "
               f"{rss:8.1f} ({rss / rest[g.name]:4.2f}x at rest, after {waited:.0f} s)")
     print(f"  {'floor':7s} {rest['floor']:8.1f} {loaded_rss['floor']:10.1f}")
+    print("\nPeak extra 10k by process (MB, x the JSON; median of rounds, whose largest "
+          "total is the column above):")
+    for g in gws:
+        own = med(x[0] for x in peak_split[g.name])
+        kids = med(x[1] for x in peak_split[g.name])
+        print(f"  {g.name:7s} serving process {own:6.1f} ({own / json_mb:3.1f}x)   "
+              f"conversion processes {kids:6.1f} ({kids / json_mb:3.1f}x)")
     return 0
 
 
