@@ -434,7 +434,7 @@ async def test_an_answer_read_in_pieces_is_the_go_bytes(table: MethodTable, bund
         assert b"".join(pieces) == go and len(pieces) > 1
 
 
-async def test_small_or_unstarted_is_bytes(table: MethodTable, bundled: Any) -> None:
+async def test_a_small_reply_is_converted_here_as_bytes(table: MethodTable, bundled: Any) -> None:
     off = Offloader(workers=1, min_bytes=1000, idle=30)
     try:
         codec = _codec(table, bundled, "show.ShowGetShowsResponse")
