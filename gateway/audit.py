@@ -36,7 +36,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import translate
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import grpc
 import orjson

@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.cli import StartupError, build_state
 from gateway.config import Config
 from gateway.server import GatewayRunner
-from pki import Authority, Pki
+from pki import Authority, Leaf, Pki
 from support import SECRET, RecordingCuebot, free_port, raw_request
 
 GET_SHOWS = "/show.ShowInterface/GetShows"

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from google.protobuf.descriptor import Descriptor
 
 from gateway.app import STATE
