@@ -73,3 +73,13 @@ async def sandbox_channel(sandbox: Any) -> AsyncIterator[grpc.aio.Channel]:
     channel = grpc.aio.insecure_channel(sandbox.endpoint)
     yield channel
     await channel.close()
+
+
+@pytest.fixture
+async def offloader() -> AsyncIterator[Any]:
+    """One conversion process that takes every message (OFFLOAD_MIN_BYTES 1)."""
+    from gateway.offload import Offloader
+
+    off = Offloader(workers=1, min_bytes=1, idle=30)
+    yield off
+    await off.close()

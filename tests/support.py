@@ -304,3 +304,13 @@ def run_gateway(*args: str, env: dict[str, str | None] | None = None,
     full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
     return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def table_without_backend(descs: Any) -> Any:
+    """A method table over ``descs`` for conversions only: any call to Cuebot fails the test."""
+    from gateway.routes import MethodTable
+
+    async def never(*_: Any, **__: Any) -> bytes:
+        raise AssertionError("no backend call expected")
+
+    return MethodTable.build(descs, lambda path: never, exclude=())

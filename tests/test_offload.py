@@ -18,10 +18,10 @@ import pytest
 from gateway import offload_worker
 from gateway.app import STATE
 from gateway.offload import Offloader
-from gateway.routes import MethodTable
 from gateway.transcode import DecodeError, EncodeError
 from test_vectors import _same
-from support import RecordingCuebot, auth_headers, vector_bytes, vector_manifest
+from support import (RecordingCuebot, auth_headers, table_without_backend, vector_bytes,
+                     vector_manifest)
 
 GET_FRAMES = "/job.JobInterface/GetFrames"
 GET_SHOWS = "/show.ShowInterface/GetShows"
@@ -29,24 +29,10 @@ LAUNCH = "/job.JobInterface/LaunchSpec"
 VECTORS = vector_manifest()
 
 
-def _table(bundled: Any) -> MethodTable:
-    async def never(*_: Any, **__: Any) -> bytes:
-        raise AssertionError("no backend call expected")
-
-    return MethodTable.build(bundled, lambda path: never, exclude=())
-
-
-@pytest.fixture
-async def offloader() -> Any:
-    off = Offloader(workers=1, min_bytes=1, idle=30)
-    yield off
-    await off.close()
-
-
 @pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
 async def test_vectors_encode_byte_for_byte_in_the_worker(vec: dict, bundled: Any,
                                                          offloader: Offloader) -> None:
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(bundled.pool.FindMessageTypeByName(vec["type"]))
     assert offloader.offloads(1)
     ours = await offloader.to_json(table, codec, vector_bytes(vec["bin"]))
@@ -57,7 +43,7 @@ async def test_vectors_encode_byte_for_byte_in_the_worker(vec: dict, bundled: An
 @pytest.mark.parametrize("vec", VECTORS, ids=[v["name"] for v in VECTORS])
 async def test_vectors_decode_in_the_worker_as_inline(vec: dict, bundled: Any,
                                                      offloader: Offloader) -> None:
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(bundled.pool.FindMessageTypeByName(vec["type"]))
     body = vector_bytes(vec["go_json"])
     theirs = codec.cls.FromString(await offloader.from_json(table, codec, body))
@@ -66,7 +52,7 @@ async def test_vectors_decode_in_the_worker_as_inline(vec: dict, bundled: Any,
 
 
 async def test_errors_come_back_as_the_inline_ones(bundled: Any, offloader: Offloader) -> None:
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(bundled.pool.FindMessageTypeByName("job.JobGetJobsRequest"))
     body = b'{"r": {"shows": ["a", 7]}}'
     with pytest.raises(DecodeError) as inline:
@@ -81,7 +67,7 @@ async def test_errors_come_back_as_the_inline_ones(bundled: Any, offloader: Offl
 async def test_small_messages_stay_inline(bundled: Any) -> None:
     off = Offloader(workers=1, min_bytes=1000, idle=30)
     try:
-        table = _table(bundled)
+        table = table_without_backend(bundled)
         codec = table.transcoder.codec(
             bundled.pool.FindMessageTypeByName("show.ShowGetShowsResponse"))
         assert not off.offloads(999) and off.offloads(1000)
@@ -94,7 +80,7 @@ async def test_small_messages_stay_inline(bundled: Any) -> None:
 
 async def test_no_workers_means_inline(bundled: Any) -> None:
     off = Offloader(workers=0, min_bytes=1, idle=30)
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(
         bundled.pool.FindMessageTypeByName("job.JobGetFramesResponse"))
     assert not off.offloads(10**9)
@@ -106,7 +92,7 @@ async def test_no_workers_means_inline(bundled: Any) -> None:
 
 async def test_a_dead_worker_is_replaced_and_its_task_retried(bundled: Any,
                                                               offloader: Offloader) -> None:
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(
         bundled.pool.FindMessageTypeByName("job.JobGetFramesResponse"))
     wire, go = vector_bytes("frames10k.binpb"), vector_bytes("frames10k.go.json")
@@ -128,7 +114,7 @@ async def test_a_dead_worker_is_replaced_and_its_task_retried(bundled: Any,
 
 async def test_a_worker_that_keeps_dying_fails_the_request_cleanly(bundled: Any) -> None:
     off = Offloader(workers=1, min_bytes=1, idle=30)
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(
         bundled.pool.FindMessageTypeByName("job.JobGetFramesResponse"))
     killed: list[int] = []
@@ -153,7 +139,7 @@ async def test_a_worker_that_keeps_dying_fails_the_request_cleanly(bundled: Any)
 async def test_idle_workers_exit(bundled: Any) -> None:
     off = Offloader(workers=1, min_bytes=1, idle=0.2)
     try:
-        table = _table(bundled)
+        table = table_without_backend(bundled)
         codec = table.transcoder.codec(
             bundled.pool.FindMessageTypeByName("show.ShowGetShowsResponse"))
         await off.to_json(table, codec, vector_bytes("show1.binpb"))
@@ -171,8 +157,8 @@ async def test_a_new_descriptor_version_is_loaded_into_running_workers(
         bundled: Any, offloader: Offloader) -> None:
     from gateway.descriptors import build
 
-    old = _table(bundled)
-    newer = _table(build(bundled.files, "a reload"))
+    old = table_without_backend(bundled)
+    newer = table_without_backend(build(bundled.files, "a reload"))
     newer.version = "another-version"
     for table in (old, newer, old):
         codec = table.transcoder.codec(
@@ -184,7 +170,7 @@ async def test_a_new_descriptor_version_is_loaded_into_running_workers(
 
 async def test_closing_stops_the_workers(bundled: Any) -> None:
     off = Offloader(workers=2, min_bytes=1, idle=30)
-    table = _table(bundled)
+    table = table_without_backend(bundled)
     codec = table.transcoder.codec(
         bundled.pool.FindMessageTypeByName("job.JobGetFramesResponse"))
     wire = vector_bytes("frames10k.binpb")

@@ -35,7 +35,8 @@ from gateway.offload import Offloader, WorkerDied
 from gateway.routes import MethodTable
 from gateway.server import GatewayRunner
 from scrape import scrape, value
-from support import SECRET, RecordingCuebot, auth_headers, vector_bytes, vector_manifest
+from support import (SECRET, RecordingCuebot, auth_headers, table_without_backend,
+                     vector_bytes, vector_manifest)
 
 GET_FRAMES = "/job.JobInterface/GetFrames"
 GET_JOBS = "/job.JobInterface/GetJobs"
@@ -250,6 +251,17 @@ async def test_over_max_response_bytes_is_a_clean_502_and_the_worker_stays_in_st
     assert len(_worker_pids(state)) == 1  # drained, not replaced
 
 
+async def _serving(make_gateway: Any, cuebot: RecordingCuebot, wire: bytes,
+                   **settings: Any) -> tuple[Any, Any]:
+    """A gateway with one conversion process, Cuebot answering GetFrames with ``wire``
+    (a large reply) and GetJobs with a 2,000-job one (the next request after it)."""
+    cuebot.reply(GET_FRAMES, wire)
+    cuebot.reply(GET_JOBS, vector_bytes("jobs2k.binpb"))
+    gw = await make_gateway(offload_workers=1, grpc_max_recv_msg_mb=64, grpc_timeout=60,
+                            **settings)
+    return gw, gw.server.app[STATE]
+
+
 # ---------------------------------------------------------------------------
 # after the first byte: the connection is cut
 # ---------------------------------------------------------------------------
@@ -257,10 +269,7 @@ async def test_worker_killed_mid_reply_cuts_the_connection(
         make_gateway: Any, cuebot: RecordingCuebot, big: tuple[bytes, bytes],
         caplog: pytest.LogCaptureFixture) -> None:
     wire, json_bytes = big
-    cuebot.reply(GET_FRAMES, wire)
-    cuebot.reply(GET_JOBS, vector_bytes("jobs2k.binpb"))
-    gw = await make_gateway(offload_workers=1, grpc_max_recv_msg_mb=64, grpc_timeout=60)
-    state = gw.server.app[STATE]
+    gw, state = await _serving(make_gateway, cuebot, wire)
     with caplog.at_level(logging.INFO):
         async with aiohttp.ClientSession(auto_decompress=False,
                                          timeout=CLIENT_TIMEOUT) as session:
@@ -345,11 +354,7 @@ async def test_client_that_stops_reading_is_cut_after_send_timeout(
         make_gateway: Any, cuebot: RecordingCuebot, big: tuple[bytes, bytes],
         caplog: pytest.LogCaptureFixture) -> None:
     wire, json_bytes = big
-    cuebot.reply(GET_FRAMES, wire)
-    cuebot.reply(GET_JOBS, vector_bytes("jobs2k.binpb"))
-    gw = await make_gateway(offload_workers=1, grpc_max_recv_msg_mb=64, grpc_timeout=60,
-                            send_timeout=0.5)
-    state = gw.server.app[STATE]
+    gw, state = await _serving(make_gateway, cuebot, wire, send_timeout=0.5)
     with caplog.at_level(logging.INFO):
         client = await SlowClient.post(gw.port, GET_FRAMES, **{"X-Request-Id": "stalled"})
         try:
@@ -400,17 +405,7 @@ def _codec(table: MethodTable, bundled: Any, name: str) -> Any:
 
 @pytest.fixture
 def table(bundled: Any) -> MethodTable:
-    async def never(*_: Any, **__: Any) -> bytes:
-        raise AssertionError("no backend call expected")
-
-    return MethodTable.build(bundled, lambda path: never, exclude=())
-
-
-@pytest.fixture
-async def offloader() -> Any:
-    off = Offloader(workers=1, min_bytes=1, idle=30)
-    yield off
-    await off.close()
+    return table_without_backend(bundled)
 
 
 async def _read_all(answer: Any) -> list[bytes]:
