@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import re
 import os
+import re
 import time
 from typing import Awaitable, Callable
 from urllib.parse import quote
