@@ -30,10 +30,10 @@ from opencue_proto import job_pb2
 
 from . import depends
 from . import messages as M
-from .common import by_id, depend_error, find_one
+from .common import by_id, find_one
 from .criteria import find_frames
 from .farm import settled
-from .jobs import depend_seq, one_depend, target_clause
+from .jobs import depend_on, depend_seq, target_clause
 from .servant import Reply, Servant, internal
 from .store import Store, now
 
@@ -154,16 +154,8 @@ class FrameServant(Servant):
     def _depend(self, request: Any, kind: str, table: str, key: str) -> Reply:
         with self.store.tx():
             f = frame_of(self.store, request.frame)
-            other = by_id(self.store, table, key)
-            on = depends.Side(other["id"]) if table == "job" else depends.Side(
-                other["job_id"], other["id"] if table == "layer" else other["layer_id"],
-                other["id"] if table == "frame" else None)
-            try:
-                dep_id = depends.create(self.farm, kind,
-                                        depends.Side(f["job_id"], f["layer_id"], f["id"]), on)
-            except depends.DependError as e:
-                raise depend_error(e) from None
-        return dict(depend=one_depend(self.store, dep_id))
+            return depend_on(self.farm, self.store, kind,
+                             depends.Side(f["job_id"], f["layer_id"], f["id"]), table, key)
 
     def CreateDependencyOnJob(self, request: Any, context: Any) -> Reply:
         return self._depend(request, "FRAME_ON_JOB", "job", request.job.id)

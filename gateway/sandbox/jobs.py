@@ -58,6 +58,21 @@ def one_depend(store: Store, dep_id: str) -> depend_pb2.Depend:
     return M.depends(store, [store.one("SELECT * FROM depend WHERE id = ?", (dep_id,))])[0]
 
 
+def depend_on(farm: Any, store: Store, kind: str, er: depends.Side, table: str,
+              key: str) -> Reply:
+    """A ``kind`` dependency of ``er`` on the job, layer or frame ``key`` of ``table``:
+    the reply of the CreateDependencyOn* RPCs (called inside the store's transaction)."""
+    other = by_id(store, table, key)
+    on = depends.Side(other["id"]) if table == "job" else depends.Side(
+        other["job_id"], other["id"] if table == "layer" else other["layer_id"],
+        other["id"] if table == "frame" else None)
+    try:
+        dep_id = depends.create(farm, kind, er, on)
+    except depends.DependError as e:
+        raise depend_error(e) from None
+    return dict(depend=one_depend(store, dep_id))
+
+
 def target_clause(target: int) -> str:
     """DropDepends' DependTarget: INTERNAL (the default), EXTERNAL or ANY_TARGET."""
     name = depend_pb2.DependTarget.Name(target)

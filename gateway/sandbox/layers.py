@@ -34,9 +34,9 @@ from opencue_proto import job_pb2
 
 from . import depends, ordering
 from . import messages as M
-from .common import by_id, cue_core_units, cue_frame_set, depend_error, find_one, whole_core_units
+from .common import by_id, cue_core_units, cue_frame_set, find_one, whole_core_units
 from .criteria import find_frames
-from .jobs import depend_seq, one_depend, target_clause
+from .jobs import depend_on, depend_seq, target_clause
 from .limits import limit_messages
 from .servant import CueError, Reply, Servant, illegal, internal
 from .store import Store, now
@@ -250,16 +250,8 @@ class LayerServant(Servant):
     def _depend(self, request: Any, kind: str, table: str, key: str) -> Reply:
         with self.store.tx():
             layer = layer_of(self.store, request.layer)
-            other = by_id(self.store, table, key)
-            on = depends.Side(other["id"]) if table == "job" else depends.Side(
-                other["job_id"], other["id"] if table == "layer" else other["layer_id"],
-                other["id"] if table == "frame" else None)
-            try:
-                dep_id = depends.create(self.farm, kind,
-                                        depends.Side(layer["job_id"], layer["id"]), on)
-            except depends.DependError as e:
-                raise depend_error(e) from None
-        return dict(depend=one_depend(self.store, dep_id))
+            return depend_on(self.farm, self.store, kind,
+                             depends.Side(layer["job_id"], layer["id"]), table, key)
 
     def CreateDependencyOnJob(self, request: Any, context: Any) -> Reply:
         return self._depend(request, "LAYER_ON_JOB", "job", request.job.id)
