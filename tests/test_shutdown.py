@@ -54,12 +54,17 @@ async def _exit_after_sigterm(gw: GatewayProcess) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+def _env(cuebot: RecordingCuebot, **settings: float) -> dict[str, str]:
+    """A gateway process's environment: ``cuebot`` as Cuebot, and these settings."""
+    return {"CUEBOT_ENDPOINT": cuebot.endpoint, **{k: str(v) for k, v in settings.items()}}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_exits_within_grace_plus_one_second_cutting_what_is_left(
         slow_cuebot: RecordingCuebot, workers: int) -> None:
     grace = 2.0
     gw = GatewayProcess("--workers", str(workers),
-                        env={"CUEBOT_ENDPOINT": slow_cuebot.endpoint, "SHUTDOWN_GRACE": str(grace)})
+                        env=_env(slow_cuebot, SHUTDOWN_GRACE=grace))
     try:
         await asyncio.to_thread(gw.wait_ready)
         async with aiohttp.ClientSession() as session:
@@ -78,8 +83,7 @@ async def test_exits_within_grace_plus_one_second_cutting_what_is_left(
 async def test_requests_finishing_within_the_grace_are_answered_and_the_exit_follows(
         slow_cuebot: RecordingCuebot) -> None:
     grace = 20.0
-    gw = GatewayProcess(env={"CUEBOT_ENDPOINT": slow_cuebot.endpoint,
-                             "SHUTDOWN_GRACE": str(grace)})
+    gw = GatewayProcess(env=_env(slow_cuebot, SHUTDOWN_GRACE=grace))
     try:
         await asyncio.to_thread(gw.wait_ready)
         async with aiohttp.ClientSession() as session:
@@ -97,8 +101,7 @@ async def test_readyz_is_503_while_the_listener_still_accepts(
         slow_cuebot: RecordingCuebot) -> None:
     """SHUTDOWN_DELAY: new connections are still served, /readyz says 503, then it closes."""
     grace, delay = 4.0, 2.0
-    gw = GatewayProcess(env={"CUEBOT_ENDPOINT": slow_cuebot.endpoint,
-                             "SHUTDOWN_GRACE": str(grace), "SHUTDOWN_DELAY": str(delay)})
+    gw = GatewayProcess(env=_env(slow_cuebot, SHUTDOWN_GRACE=grace, SHUTDOWN_DELAY=delay))
     try:
         await asyncio.to_thread(gw.wait_ready)
         async with aiohttp.ClientSession() as session:
@@ -130,8 +133,7 @@ async def test_readyz_is_503_while_the_listener_still_accepts(
 
 async def test_a_second_signal_cuts_at_once(slow_cuebot: RecordingCuebot) -> None:
     grace = 60.0
-    gw = GatewayProcess(env={"CUEBOT_ENDPOINT": slow_cuebot.endpoint,
-                             "SHUTDOWN_GRACE": str(grace)})
+    gw = GatewayProcess(env=_env(slow_cuebot, SHUTDOWN_GRACE=grace))
     try:
         await asyncio.to_thread(gw.wait_ready)
         async with aiohttp.ClientSession() as session:

@@ -46,6 +46,23 @@ async def _until_closed(reader: asyncio.StreamReader) -> tuple[bytes, float]:
     return data, time.monotonic() - started
 
 
+async def _trickled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    pieces: list[bytes], every: float) -> tuple[bytes, float]:
+    """``_until_closed`` while ``pieces`` are sent one per ``every`` seconds."""
+
+    async def trickle() -> None:
+        for piece in pieces:
+            writer.write(piece)
+            await asyncio.sleep(every)
+
+    sender = asyncio.ensure_future(trickle())
+    try:
+        return await _until_closed(reader)
+    finally:
+        sender.cancel()
+        writer.close()
+
+
 def _reply(data: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
     head, _, body = data.partition(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")
@@ -68,18 +85,8 @@ async def test_headers_trickled_a_byte_at_a_time_get_408(gw: GatewayProcess,
     before = await _cut(gw, "header_timeout")
     reader, writer = await _open(gw.port)
     head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 1000
-
-    async def trickle() -> None:
-        for i in range(len(head)):
-            writer.write(head[i:i + 1])
-            await asyncio.sleep(every)
-
-    sender = asyncio.ensure_future(trickle())
-    try:
-        data, took = await _until_closed(reader)
-    finally:
-        sender.cancel()
-        writer.close()
+    data, took = await _trickled(reader, writer, [head[i:i + 1] for i in range(len(head))],
+                                 every)
     status, headers, body = _reply(data)
     assert status == 408 and body["code"] == 4 and "head" in body["message"]
     assert headers["connection"] == "close"
@@ -100,18 +107,7 @@ async def test_body_trickled_a_byte_at_a_time_gets_408_and_frees_the_handler(
     reader, writer = await _open(gw.port)
     writer.write(f"POST /show.ShowInterface/FindShow HTTP/1.1\r\nHost: x\r\n"
                  f"Authorization: Bearer {token()}\r\nContent-Length: 100000\r\n\r\n".encode())
-
-    async def trickle() -> None:
-        for _ in range(1000):
-            writer.write(b" ")
-            await asyncio.sleep(0.01)
-
-    sender = asyncio.ensure_future(trickle())
-    try:
-        data, took = await _until_closed(reader)
-    finally:
-        sender.cancel()
-        writer.close()
+    data, took = await _trickled(reader, writer, [b" "] * 1000, 0.01)
     status, headers, body = _reply(data)
     assert status == 408 and body["code"] == 4 and "body" in body["message"]
     assert headers["connection"] == "close" and "x-request-id" in headers
