@@ -212,8 +212,7 @@ class Protector:
     # -- one request, one call ------------------------------------------------
     async def _direct(self, route: "Route", data: bytes, timeout: float,
                       metadata: Sequence[tuple[str, str]]) -> bytes:
-        """One request's own call: the breaker's word, a slot, the call (``_send``'s
-        steps, written out here: this is every unshared request's path)."""
+        """One request's own call: the breaker's word, a slot, then ``_send``."""
         probe = self.breaker.admit()
         whole_deadline = timeout >= self.timeout
         admission = self.admission
@@ -225,26 +224,12 @@ class Protector:
                 self.breaker.abandon(probe)
                 raise
             timeout = deadline - asyncio.get_running_loop().time()
-        started = time.perf_counter()
-        code = "UNKNOWN"
         try:
-            reply = await route.call(data, timeout=max(timeout, 0.001), metadata=metadata)
-            code = "OK"
-            self.breaker.succeeded(probe)
-            return reply
+            return await self._send(route, data, timeout, metadata, probe, whole_deadline)
         except grpc.aio.AioRpcError as e:
-            status = e.code()
-            code = errors.status_name(status)
-            self.breaker.answered(status, probe, whole_deadline, e.details() or "")
             raise errors.from_rpc_error(e, self.max_recv_mb) from None
-        except BaseException as e:
-            if isinstance(e, asyncio.CancelledError):
-                code = "CANCELLED"
-            self.breaker.abandon(probe)
-            raise
         finally:
             admission.release()
-            self.metrics.observe_backend(route.path, code, time.perf_counter() - started)
 
     async def _send(self, route: "Route", data: bytes, timeout: float,
                     metadata: Sequence[tuple[str, str]], probe: bool,

@@ -61,12 +61,15 @@ class Decision(NamedTuple):
 
 def add_headers(d: Decision, into: dict[str, str]) -> None:
     """``d`` as X-RateLimit-* (and Retry-After when refused) headers, added to ``into``."""
-    into["X-RateLimit-Limit"] = _number(d.limit)
-    remaining = d.remaining
-    into["X-RateLimit-Remaining"] = str(math.floor(remaining)) if remaining > 0 else "0"
-    into["X-RateLimit-Reset"] = str(math.ceil(d.reset))
+    _bucket_headers(into, _number(d.limit), d.remaining, d.reset)
     if not d.allowed:
         into["Retry-After"] = str(max(1, math.ceil(d.retry_after)))
+
+
+def _bucket_headers(into: dict[str, str], limit: str, remaining: float, reset: float) -> None:
+    into["X-RateLimit-Limit"] = limit
+    into["X-RateLimit-Remaining"] = str(math.floor(remaining)) if remaining > 0 else "0"
+    into["X-RateLimit-Reset"] = str(math.ceil(reset))
 
 
 @lru_cache(maxsize=64)
@@ -116,11 +119,9 @@ class LocalBuckets:
             d = _decision(False, self.rate, self.burst, tokens, cost, time.time())
             add_headers(d, headers)
             return d
-        # the headers add_headers writes, straight from the numbers
-        headers["X-RateLimit-Limit"] = self._limit_text
-        headers["X-RateLimit-Remaining"] = str(math.floor(tokens)) if tokens > 0 else "0"
-        headers["X-RateLimit-Reset"] = str(math.ceil(time.time()
-                                                     + (self.burst - tokens) / self.rate))
+        # allowed: the headers straight from the numbers, without a Decision
+        _bucket_headers(headers, self._limit_text, tokens,
+                        time.time() + (self.burst - tokens) / self.rate)
         return None
 
     def _spend(self, client: str, cost: float) -> tuple[bool, float]:
