@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from aiohttp import web
 
-from . import audit, auth, authz, health, memory, reload, shutdown
+from . import audit, auth, authz, health, loops, memory, reload, shutdown
 from . import config as config_mod
 from . import logs
 from .app import GatewayState, create_app
@@ -193,6 +193,7 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: "
                                f"{e.strerror or e}") from None
         scheme = "https" if tls else "http"
+        log.info("event loop: %s", loops.name(loop))
         for addr in runner.addresses:
             host, port = addr[0], addr[1]
             log.info("listening on %s://%s:%d (Cuebot at %s%s)", scheme,
@@ -252,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import workers
 
             return workers.run(cfg)
-        asyncio.run(serve(cfg))
-    except StartupError as e:
+        loops.run(serve(cfg), cfg.event_loop)
+    except (StartupError, loops.LoopUnavailable) as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

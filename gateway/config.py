@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
-from . import __version__
+from . import __version__, loops
 
 
 class ConfigError(Exception):
@@ -127,6 +127,14 @@ def _log_format(text: str) -> str:
     t = text.strip().lower()
     if t not in ("text", "json"):
         raise ValueError(f"expected text or json, got {text!r}")
+    return t
+
+
+def _event_loop(text: str) -> str:
+    t = text.strip().lower()
+    if t not in loops.KINDS:
+        raise ValueError(f"expected {', '.join(loops.KINDS[:-1])} or {loops.KINDS[-1]}, "
+                         f"got {text!r}")
     return t
 
 
@@ -484,6 +492,9 @@ OPTIONS: tuple[Option, ...] = (
            "DURATION"),
     Option("workers", "WORKERS", "--workers", _int_range(1, 256), 1,
            "processes serving one port (SO_REUSEPORT), for multi-core hosts", "N"),
+    Option("event_loop", "EVENT_LOOP", "--event-loop", _event_loop, "auto",
+           "the event loop: uvloop (libuv, in C: less CPU per call), asyncio (the "
+           "standard library's), or auto (uvloop when it is installed)", "LOOP"),
     Option("dev", "DEV", "--dev", _bool, False,
            "development mode: 127.0.0.1 only, pretty JSON, a log line per reply, CORS from "
            "http://localhost:*, --no-auth allowed", switch=True),
@@ -581,6 +592,7 @@ class Config:
     keepalive_timeout: float = 75.0
     max_connections_per_client: int = 256
     workers: int = 1
+    event_loop: str = "auto"
     dev: bool = False
     log_level: str = "info"
     log_format: str = "text"

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import writes
+from . import loops, writes
 from .config import Config
 from .reload import SUPERVISOR_ENV
 from .startup import StartupError, sandbox_banner, start_sandbox
@@ -59,9 +59,9 @@ def _child(cfg: Config, index: int, ready: Any) -> None:
     shutdown.enable_watchdog()
     pid = os.getpid()
     try:
-        asyncio.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None)),
-                                   first=index == 0))
-    except cli.StartupError as e:
+        loops.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None)),
+                                 first=index == 0), cfg.event_loop)
+    except (cli.StartupError, loops.LoopUnavailable) as e:
         ready.put((index, pid, str(e)))
         sys.exit(1)
     except KeyboardInterrupt:
@@ -240,4 +240,4 @@ class Supervisor:
 
 
 def run(cfg: Config) -> int:
-    return asyncio.run(Supervisor(cfg).run())
+    return loops.run(Supervisor(cfg).run(), cfg.event_loop)
