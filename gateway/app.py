@@ -32,7 +32,7 @@ from aiohttp import web
 
 from . import cors as cors_mod
 from . import authz, bodies, compression, dev, errors, guard, health, logs, openapi, reload
-from . import resources, streaming
+from . import resources, sending, streaming
 from .errors import GatewayError
 from .logs import AccessEntry
 from .metrics import UNMATCHED
@@ -171,8 +171,9 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = response.status
         if type(response) is web.Response or isinstance(response, web.Response):
             try:  # a file or a stream is aiohttp's to send
-                await response.prepare(request)
-                await response.write_eof()
+                if not sending.send(request, response):
+                    await response.prepare(request)
+                    await response.write_eof()
             except ConnectionError:  # the client hung up mid-reply (handler not cancelled)
                 status, code = 499, errors.CANCELLED
     except asyncio.CancelledError:
