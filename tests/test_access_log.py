@@ -325,3 +325,60 @@ for e in entries:
         return [line.split(" ", 2)[2] for line in lines.splitlines()]
 
     assert untimed(direct) == untimed(chained)
+
+
+def _in_a_process(code: str) -> str:
+    """``code`` run by a Python of its own after ``logs.setup``; what it wrote to stderr."""
+    import subprocess
+    import sys
+
+    prelude = """
+import asyncio, logging, sys
+class Counting:
+    # stderr, counting the writes made to it
+    def __init__(self, out): self.out, self.writes = out, 0
+    def write(self, s): self.writes += 1; return self.out.write(s)
+    def flush(self): self.out.flush()
+sys.stderr = Counting(sys.stderr)
+from gateway import logs
+logs.setup("info", "text")
+def entry(i):
+    return logs.AccessEntry(f"id{i}", "alice", "127.0.0.1", "POST", "/a.B/C", "/a.B/C", 200,
+                            "OK", 2, 30, 1.25)
+"""
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, check=True,
+                          cwd=Path(__file__).resolve().parent.parent).stderr
+
+
+def test_lines_of_one_loop_turn_are_one_write_in_order() -> None:
+    out = _in_a_process("""
+async def main():
+    before = sys.stderr.writes
+    for i in range(3):
+        logs.access(entry(i))
+    assert sys.stderr.writes == before, "written before the turn ended"
+    await asyncio.sleep(0)
+    assert sys.stderr.writes == before + 1, sys.stderr.writes - before
+    logs.access(entry(3))
+    logging.getLogger("gateway").warning("after id3")   # another record: after the line
+    logs.access(entry(4))
+    await asyncio.sleep(0)
+asyncio.run(main())
+""")
+    ids = [ln.split(" id=")[1].split()[0] if " id=" in ln else ln.split(": ", 1)[1]
+           for ln in out.splitlines()]
+    assert ids == ["id0", "id1", "id2", "id3", "after id3", "id4"], out
+
+
+def test_a_line_made_in_the_last_turn_is_written_at_exit() -> None:
+    out = _in_a_process("""
+loop = asyncio.new_event_loop()
+def last():
+    logs.access(entry(7))
+    loop.stop()   # the loop ends with this turn: the write it scheduled never runs
+loop.call_soon(last)
+loop.run_forever()
+assert logs._pending
+""")
+    assert out.count("id=id7 ") == 1, out
