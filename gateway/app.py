@@ -34,7 +34,6 @@ from . import cors as cors_mod
 from . import authz, bodies, compression, dev, errors, guard, health, logs, openapi, reload
 from . import resources, sending, streaming
 from .errors import GatewayError
-from .logs import AccessEntry
 from .metrics import UNMATCHED
 from .offload import Answer, Offloader
 from .protect import Protector
@@ -246,11 +245,9 @@ def _record(request: web.Request, call: Call, resource: object,
     state.metrics.observe_request(route, method, status, code_name, seconds, bytes_in,
                                   bytes_out)
     if access_log.isEnabledFor(logging.INFO):
-        logs.access(AccessEntry(
-            request_id=call.request_id, user=call.user,
-            client=guard.address(request, call, state), method=method, path=request.path,
-            route=route, status=status, grpc_code=code_name, bytes_in=bytes_in,
-            bytes_out=bytes_out, duration_ms=seconds * 1000))
+        logs.log_access(call.request_id, call.user, guard.address(request, call, state),
+                        method, request.path, route, status, code_name, bytes_in, bytes_out,
+                        seconds * 1000)
 
 
 def _dev_reply(request: web.Request, response: web.StreamResponse, started: float) -> None:

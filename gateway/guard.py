@@ -66,18 +66,29 @@ async def _remote(call: Call, state: GatewayState, client: str, cost: float) -> 
     return None if decision.allowed else decision
 
 
-async def _spend(request: web.Request, call: Call, state: GatewayState, client: str) -> None:
-    """Take this request's cost from ``client``'s bucket, or refuse it with 429.
+def _spend(request: web.Request, call: Call, state: GatewayState, client: str) -> bool:
+    """Take this request's cost from ``client``'s bucket here, or refuse it with 429.
 
-    This process's buckets answer at once, Redis's are awaited; the bucket's
-    state goes into the reply's headers either way.
+    False when the bucket is Redis's: ``_spend_remote`` must be awaited. The
+    bucket's state goes into the reply's headers either way.
     """
     limiter = state.limiter
     if limiter is None:
-        return
-    cost = _cost(request, state)
-    refused = (limiter.spend_here(client, cost, call.reply_headers) if limiter.redis is None
-               else await _remote(call, state, client, cost))
+        return True
+    if limiter.redis is not None:
+        return False
+    refused = limiter.spend_here(client, _cost(request, state) if limiter.priced else 1.0,
+                                 call.reply_headers)
+    if refused is not None:
+        state.metrics.rate_limit_rejection("limit")
+        raise rate_limited(refused)
+    return True
+
+
+async def _spend_remote(request: web.Request, call: Call, state: GatewayState,
+                        client: str) -> None:
+    """``_spend`` for a bucket in Redis."""
+    refused = await _remote(call, state, client, _cost(request, state))
     if refused is not None:
         state.metrics.rate_limit_rejection("limit")
         raise rate_limited(refused)
@@ -96,7 +107,9 @@ async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
                 identity = await authenticator.check(header)
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
-            await _spend(request, call, state, _client(request, call, state, None))
+            client = _client(request, call, state, None)
+            if not _spend(request, call, state, client):
+                await _spend_remote(request, call, state, client)
             raise
         subject = identity.subject
         if subject:
@@ -104,4 +117,7 @@ async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
     if state.access is not None:
         await state.access.admit(request, identity, call.request_id,
                                  address(request, call, state))
-    await _spend(request, call, state, _client(request, call, state, subject))
+    if state.limiter is not None:
+        client = _client(request, call, state, subject)
+        if not _spend(request, call, state, client):
+            await _spend_remote(request, call, state, client)

@@ -104,23 +104,28 @@ class AccessEntry:
 
     def __str__(self) -> str:
         """The line's text, escaped (see ``escape``): what the text format shows."""
-        method, path, user, client, route = (self.method, self.path, self.user, self.client,
-                                             self.route)
-        if method and path and user and client and route:
-            # the usual line: every text field plain, which one look at them together
-            # says (and then nothing in the line needs escaping: the rest is ours)
-            plain = f"{method}{path}{user}{client}{route}"
-            if plain.isascii() and plain.isprintable() and " " not in plain \
-                    and '"' not in plain:
-                return (f"{method} {path} {self.status} {self.grpc_code} "
-                        f"{self.duration_ms:.1f}ms id={self.request_id} user={user} "
-                        f"client={client} route={route} "
-                        f"in={self.bytes_in} out={self.bytes_out}")
-        return escape(
-            f"{_shown(self.method)} {_shown(self.path)} {self.status} {self.grpc_code} "
-            f"{self.duration_ms:.1f}ms id={self.request_id} user={_shown(self.user)} "
-            f"client={_shown(self.client)} route={_shown(self.route)} "
-            f"in={self.bytes_in} out={self.bytes_out}")
+        return access_text(self.request_id, self.user, self.client, self.method, self.path,
+                           self.route, self.status, self.grpc_code, self.bytes_in,
+                           self.bytes_out, self.duration_ms)
+
+
+def access_text(request_id: str, user: str | None, client: str, method: str, path: str,
+                route: str, status: int, grpc_code: str, bytes_in: int, bytes_out: int,
+                duration_ms: float) -> str:
+    """An access line's text, escaped (see ``escape``): an ``AccessEntry``'s ``str()``."""
+    if method and path and user and client and route:
+        # the usual line: every text field plain, which one look at them together
+        # says (and then nothing in the line needs escaping: the rest is ours)
+        plain = f"{method}{path}{user}{client}{route}"
+        if plain.isascii() and plain.isprintable() and " " not in plain \
+                and '"' not in plain:
+            return (f"{method} {path} {status} {grpc_code} {duration_ms:.1f}ms "
+                    f"id={request_id} user={user} client={client} route={route} "
+                    f"in={bytes_in} out={bytes_out}")
+    return escape(
+        f"{_shown(method)} {_shown(path)} {status} {grpc_code} {duration_ms:.1f}ms "
+        f"id={request_id} user={_shown(user)} client={_shown(client)} "
+        f"route={_shown(route)} in={bytes_in} out={bytes_out}")
 
 
 class _SecondCache:
@@ -181,30 +186,41 @@ _ACCESS_TEMPLATE = {
 
 
 def access(entry: "AccessEntry") -> None:
-    """Log ``entry`` on ``gateway.access`` (info; the caller has checked that level),
-    to whatever handlers logging has.
+    """Log ``entry`` on ``gateway.access`` (info; the caller has checked that level)."""
+    log_access(entry.request_id, entry.user, entry.client, entry.method, entry.path,
+               entry.route, entry.status, entry.grpc_code, entry.bytes_in, entry.bytes_out,
+               entry.duration_ms)
+
+
+def log_access(*fields: Any) -> None:
+    """An access line, from an ``AccessEntry``'s fields in order, to logging's handlers.
 
     When those are just the handler ``setup`` installed, the line goes to its
     stream directly: the same text its formatter makes, without the logging
-    module's chain of calls (loggers, filters, locks, emit), which cost more
-    than the line itself. Lines made in one turn of the event loop are
-    written together at the start of the next (``_flush``): under load that
-    is one write for several requests instead of one each. Anything else (a
-    handler or filter added later, a test capturing records) gets the record
-    through that chain.
+    module's chain of calls (loggers, filters, locks, emit) and, in the text
+    format, without an ``AccessEntry``: together they cost more than the
+    line itself. Lines made in one turn of the event loop are written
+    together at the start of the next (``_flush``): under load that is one
+    write for several requests instead of one each. Anything else (a handler
+    or filter added later, a test capturing records) gets the record through
+    that chain.
     """
     h = _installed
     lg = _access_logger
     handlers = logging.root.handlers
+    fmt = _installed_formatter
     if h is None or lg.handlers or lg.filters or not lg.propagate or h.filters \
             or len(handlers) != 1 or handlers[0] is not h or logging.root.filters \
-            or h.level > logging.INFO or h.formatter is not _installed_formatter:
-        _access_logger.handle(AccessRecord(entry))
+            or h.level > logging.INFO or h.formatter is not fmt:
+        _access_logger.handle(AccessRecord(AccessEntry(*fields)))
         return
     try:
-        line = _installed_formatter.access_line(entry, time.time())  # type: ignore[union-attr]
+        if type(fmt) is TextFormatter:
+            line = fmt.time_prefix(time.time()) + access_text(*fields)
+        else:
+            line = fmt.access_line(AccessEntry(*fields), time.time())  # type: ignore[union-attr]
     except Exception:  # noqa: BLE001 - as logging does: report, never fail the request
-        h.handleError(AccessRecord(entry))
+        h.handleError(AccessRecord(AccessEntry(*fields)))
         return
     if not _pending:
         try:
@@ -276,8 +292,11 @@ class TextFormatter(logging.Formatter):
 
     def access_line(self, entry: "AccessEntry", created: float) -> str:
         """An access line as ``format`` writes it for a record made at ``created``."""
-        return (f"{self._clock(created)},{int((created - int(created)) * 1000):03d}"
-                f"{self._access}{entry}")
+        return f"{self.time_prefix(created)}{entry}"
+
+    def time_prefix(self, created: float) -> str:
+        """An access line's start, up to its message, for a record made at ``created``."""
+        return f"{self._clock(created)},{int((created - int(created)) * 1000):03d}{self._access}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._clock(record.created)},{int(record.msecs):03d}"

@@ -112,8 +112,26 @@ _TWO53 = float(2**53)
 _TWO24 = float(2**24)
 _NEG_ZERO = orjson.Fragment(b"-0")
 _CACHE_MAX = 65536
-_f64_cache: dict[float, Any] = {}
-_f32_cache: dict[float, Any] = {}
+
+
+class _FloatTexts(dict):
+    """float -> its JSON form: a look-up in C for a value seen before, ``make`` otherwise.
+
+    The generated encoders subscript it directly (``_F32[m.x]``): no Python
+    call per float field once its value is known. Zeros are never kept (0.0
+    and -0.0 are one key but print differently), nor NaN or infinities.
+    """
+
+    __slots__ = ("_make",)
+
+    def __init__(self, make: Callable[[float], Any]) -> None:
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, v: float) -> Any:
+        if v:
+            return self._make(v)
+        return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
 
 
 def _split_digits(shortest: str) -> tuple[str, str, int]:
@@ -160,14 +178,6 @@ def _special_float(v: float) -> str:
     return "Infinity" if v > 0 else "-Infinity"
 
 
-def _f64(v: float) -> Any:
-    if v:
-        r = _f64_cache.get(v)
-        return r if r is not None else _f64_new(v)
-    # zeros are never cached (0.0 and -0.0 are one key) and need no look-up
-    return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
-
-
 def _f64_new(v: float) -> Any:
     """The JSON form of a non-zero ``v``, remembered (up to _CACHE_MAX values)."""
     if v.is_integer() and -_TWO53 < v < _TWO53:
@@ -198,14 +208,6 @@ def _shortest_f32(v: float) -> str:
     return repr(v)
 
 
-def _f32(v: float) -> Any:
-    if v:
-        r = _f32_cache.get(v)
-        return r if r is not None else _f32_new(v)
-    # zeros are never cached (0.0 and -0.0 are one key) and need no look-up
-    return _NEG_ZERO if math.copysign(1.0, v) < 0 else 0
-
-
 def _f32_new(v: float) -> Any:
     """The JSON form of a non-zero ``v``, remembered (up to _CACHE_MAX values)."""
     if v.is_integer() and -_TWO24 < v < _TWO24:
@@ -218,6 +220,12 @@ def _f32_new(v: float) -> Any:
     if len(_f32_cache) < _CACHE_MAX:
         _f32_cache[v] = r
     return r
+
+
+_f64_cache = _FloatTexts(_f64_new)
+_f32_cache = _FloatTexts(_f32_new)
+_f64 = _f64_cache.__getitem__  # the JSON form of a double / float field's value
+_f32 = _f32_cache.__getitem__
 
 
 def _b64(v: bytes) -> str:
@@ -513,7 +521,7 @@ def _wrap_unexpected(e: Exception, key: str) -> DecodeError:
 
 # Names the generated code may use, besides the per-pool converters.
 _BASE_NS: dict[str, Any] = {
-    "_f64": _f64, "_f32": _f32, "_b64": _b64, "_str": str, "_list": list,
+    "_f64": _f64, "_f32": _f32, "_F64": _f64_cache, "_F32": _f32_cache, "_b64": _b64, "_str": str, "_list": list,
     "_map": map, "_sorted": sorted, "_dict": dict, "_kind": _kind, "_null": lambda _v: None,
     "_DecodeError": DecodeError, "_Skip": _Skip, "_wrap": _wrap_unexpected,
     "_d_int32": _d_int32, "_d_uint32": _d_uint32, "_d_int64": _d_int64,
@@ -687,9 +695,9 @@ class Transcoder:
         if t == _F.TYPE_ENUM:
             return f"{self._enum_names(f.enum_type)}[{x}]"
         if t == _F.TYPE_FLOAT:
-            return f"_f32({x})"
+            return f"_F32[{x}]"
         if t == _F.TYPE_DOUBLE:
-            return f"_f64({x})"
+            return f"_F64[{x}]"
         if t == _F.TYPE_BYTES:
             return f"_b64({x})"
         if t in (_F.TYPE_MESSAGE, _F.TYPE_GROUP):
