@@ -208,19 +208,21 @@ def _route_label(request: web.Request, call: Call, resource: object) -> str:
     return route.path if route is not None else UNMATCHED
 
 
-def _route_labels(app: web.Application, rpc: web.AbstractResource) -> dict[object, str | None]:
+def _route_labels(app: web.Application,
+                  rpcs: list[web.AbstractResource]) -> dict[object, str | None]:
     """Every route's label: its template (``/api/job/{job_id}``, ``/metrics``...).
 
-    A route whose pattern spans segments (``.*``) is a catch-all: the RPC one
-    is labelled per request by the method it names (None here), any other
-    (404/405 under ``/api``) as ``unmatched``.
+    A route whose pattern spans segments (``.*``) is a catch-all, labelled
+    ``unmatched`` (404/405 under ``/api``). The RPC routes are labelled per
+    request by the method the path names in the table of the moment (None
+    here).
     """
     labels: dict[object, str | None] = {}
     for resource in app.router.resources():
         pattern = resource.get_info().get("pattern")
         catch_all = pattern is not None and ".*" in pattern.pattern
         labels[resource] = UNMATCHED if catch_all else resource.canonical
-    labels[rpc] = None
+    labels.update(dict.fromkeys(rpcs))
     return labels
 
 
@@ -437,9 +439,19 @@ def create_app(state: GatewayState) -> web.Application:
     reload.add_routes(app)
     resources.add_routes(app, resources.Resources(invoke, table_of, caller))
     openapi.add_routes(app, table_of)
-    rpc = app.router.add_route("*", "/{path:.*}", handle_rpc).resource
-    authz.declare(app, rpc, _rpc_route)
-    state.route_labels = _route_labels(app, rpc)
+    # Each RPC of the table loaded at start-up has a route of its own: the
+    # router finds an exact path with one dict look-up, where reaching the
+    # catch-all takes a walk up the path and a regex. The catch-all serves
+    # everything else (aliases, doubled slashes, methods a reload adds,
+    # unknown paths); every one of these routes serves whatever the table of
+    # the moment says (handle_rpc looks the path up again).
+    taken = {r.canonical for r in app.router.resources()}
+    rpcs = [app.router.add_route("*", path, handle_rpc).resource
+            for path in state.table.routes if path not in taken]
+    rpcs.append(app.router.add_route("*", "/{path:.*}", handle_rpc).resource)
+    for rpc in rpcs:
+        authz.declare(app, rpc, _rpc_route)
+    state.route_labels = _route_labels(app, rpcs)
     state.open_resources = frozenset(
         r for r in app.router.resources()
         if r.canonical in OPEN_PATHS or r.canonical.startswith(OPEN_PREFIXES))
