@@ -10,7 +10,7 @@ router rather than listed twice.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -31,10 +31,10 @@ class CorsPolicy:
     origins: frozenset[str]
     max_age: int = 600
     localhost: bool = False  # --dev: allow http://localhost:* as well
+    enabled: bool = field(init=False)  # read by every request: worked out once
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.origins) or self.localhost
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "enabled", bool(self.origins) or self.localhost)
 
     def allows(self, origin: str) -> bool:
         return ("*" in self.origins or origin in self.origins

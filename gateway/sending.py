@@ -34,10 +34,12 @@ def send(request: web.Request, response: web.Response) -> bool:
     Raises ConnectionError as aiohttp's own path does when the client has gone.
     """
     body = response._body
+    message = request._message  # the parsed head: version, method, Connection
     if (type(body) is not bytes or len(body) > MAX_BYTES or response._compression
             or response._chunked or response._keep_alive is not None or response._cookies
-            or request.version != HttpVersion11 or not request.keep_alive
-            or request.method == hdrs.METH_HEAD or request.app.on_response_prepare):
+            or message.version != HttpVersion11 or message.should_close
+            or message.method == hdrs.METH_HEAD or request._match_info is None
+            or request._match_info.current_app.on_response_prepare):
         return False
     status = response._status
     headers = response._headers
