@@ -37,6 +37,7 @@ from .descriptors import DescriptorError
 from .errors import GatewayError
 from .routes import MethodTable
 from .state import STATE, caller
+from .workers import SUPERVISOR_ENV
 
 if TYPE_CHECKING:
     from .state import GatewayState
@@ -248,9 +249,6 @@ class Reloader:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-SUPERVISOR_ENV = "OPENCUE_GATEWAY_SUPERVISOR"  # set for --workers children: the parent's pid
 
 
 def notify_supervisor() -> bool:

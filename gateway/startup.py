@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import secrets
 
-from . import auth, authz
 from .config import Config
 
 
@@ -44,6 +43,8 @@ def sandbox_banner(cfg: Config, url: str) -> str:
     if cfg.no_auth:
         return (f"\nSandbox ready at {url} (no authentication).\n"
                 f"  curl -s -X POST {url}/show.ShowInterface/GetShows -d '{{}}'\n")
+    from . import auth, authz  # here: a process that never starts a sandbox need not load them
+
     secret = cfg.jwt_secret or auth.read_secrets(None, cfg.jwt_secret_file)[0].decode()
     hmac = [a for a in cfg.jwt_algorithms if a in auth.HMAC_ALGORITHMS]
     extra = {}

@@ -32,13 +32,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import loops, writes
+from . import loops, optional, writes
 from .config import Config
-from .reload import SUPERVISOR_ENV
 from .startup import StartupError, sandbox_banner, start_sandbox
 
 log = logging.getLogger("gateway.workers")
 
+SUPERVISOR_ENV = "OPENCUE_GATEWAY_SUPERVISOR"  # set for the workers: the supervisor's pid
 READY_TIMEOUT = 120.0   # seconds for every worker to load descriptors and listen
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -53,15 +53,18 @@ class _Worker:
 
 def _child(cfg: Config, index: int, ready: Any) -> None:
     """A worker's main: the ordinary gateway, on the shared port."""
-    from . import cli, shutdown
+    from . import logs, shutdown
 
-    cli.setup_logging(cfg.log_level, f"w{index}", cfg.log_format)
+    logs.setup(cfg.log_level, cfg.log_format, f"w{index}")
     shutdown.enable_watchdog()
+    optional.leave_out(cfg)
+    from . import serving
+
     pid = os.getpid()
     try:
-        loops.run(cli.run_worker(cfg, lambda: ready.put((index, pid, None)),
-                                 first=index == 0), cfg.event_loop)
-    except (cli.StartupError, loops.LoopUnavailable) as e:
+        loops.run(serving.run_worker(cfg, lambda: ready.put((index, pid, None)),
+                                     first=index == 0), cfg.event_loop)
+    except (serving.StartupError, loops.LoopUnavailable) as e:
         ready.put((index, pid, str(e)))
         sys.exit(1)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from gateway.cli import build_state
+from gateway.serving import build_state
 from gateway.config import Config
 from gateway.descriptors import Descriptors, load_bundled
 from support import SECRET, RecordingCuebot, auth_headers

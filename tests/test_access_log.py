@@ -20,7 +20,7 @@ from aiohttp import web
 from opencue_proto import show_pb2
 
 from gateway.app import create_app
-from gateway.cli import build_state
+from gateway.serving import build_state
 from gateway.config import Config, ConfigError, load
 from gateway.logs import AccessEntry, JsonFormatter
 from gateway.server import GatewayRunner

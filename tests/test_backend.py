@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from opencue_proto import job_pb2, show_pb2
 
 from gateway.app import create_app
-from gateway.cli import StartupError, build_state
+from gateway.serving import StartupError, build_state
 from gateway.config import Config
 from gateway.server import GatewayRunner
 from pki import Authority, Leaf, Pki

@@ -28,7 +28,7 @@ from google.protobuf import descriptor_pb2
 
 from gateway import compression
 from gateway.app import STATE, create_app
-from gateway.cli import build_state
+from gateway.serving import build_state
 from gateway.config import Config
 from gateway.logs import JsonFormatter
 from gateway.offload import Offloader, WorkerDied
