@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"opencue-gateway: error: {e}", file=sys.stderr)
         return 2
-    logs.setup(cfg.log_level, cfg.log_format)
+    logs.setup(cfg.log_level, cfg.log_format, access_flush=cfg.access_log_flush)
     shutdown.enable_watchdog()
     optional.leave_out(cfg)
     from .startup import StartupError

@@ -502,6 +502,10 @@ OPTIONS: tuple[Option, ...] = (
            "debug, info, warning or error", "LEVEL"),
     Option("log_format", "LOG_FORMAT", "--log-format", _log_format, "text",
            "log lines as text or as one JSON object per line", "FORMAT"),
+    Option("access_log_flush", "ACCESS_LOG_FLUSH", "--access-log-flush", _seconds, 0.1,
+           "access lines are written together, at most this long after the first of them "
+           "(0: at the end of each event-loop turn); any other log line, 256 waiting lines "
+           "and the process's exit write them at once", "DURATION", shown="100ms"),
     Option("sandbox", "SANDBOX", "--sandbox", _bool, False,
            "start the embedded Cuebot stand-in on a free loopback port and serve it "
            "(ignores CUEBOT_ENDPOINT)", switch=True),
@@ -596,6 +600,7 @@ class Config:
     dev: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    access_log_flush: float = 0.1
     sandbox: bool = False
     sandbox_db: str = ":memory:"
     demo: bool = False

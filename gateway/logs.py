@@ -199,9 +199,11 @@ def log_access(*fields: Any) -> None:
     stream directly: the same text its formatter makes, without the logging
     module's chain of calls (loggers, filters, locks, emit) and, in the text
     format, without an ``AccessEntry``: together they cost more than the
-    line itself. Lines made in one turn of the event loop are written
-    together at the start of the next (``_flush``): under load that is one
-    write for several requests instead of one each. Anything else (a handler
+    line itself. Lines are written together (``_flush``): those made within
+    ACCESS_LOG_FLUSH of the first (100 ms by default; 0: those of one turn of
+    the event loop), or 256 of them, or before any other record, or at exit.
+    Each write costs the kernel far more than the line: under load this is
+    one write for many requests instead of one each. Anything else (a handler
     or filter added later, a test capturing records) gets the record through
     that chain.
     """
@@ -224,16 +226,24 @@ def log_access(*fields: Any) -> None:
         return
     if not _pending:
         try:
-            asyncio.get_running_loop().call_soon(_flush)
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (a tool, a test): now
             _pending.append(line + "\n")
             _flush()
             return
+        if _flush_after > 0:
+            loop.call_later(_flush_after, _flush)
+        else:
+            loop.call_soon(_flush)
     _pending.append(line + "\n")
+    if len(_pending) >= MAX_PENDING:
+        _flush()
 
 
-# access lines made in this turn of the event loop, not yet written
+# access lines made and not yet written (see ACCESS_LOG_FLUSH)
 _pending: list[str] = []
+_flush_after = 0.0   # seconds; 0: at the end of the event-loop turn
+MAX_PENDING = 256    # lines: a burst is written at once, not held
 
 
 def _flush() -> None:
@@ -339,8 +349,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
-    """Everything to stderr, as LOG_LEVEL and LOG_FORMAT say; a worker's lines say which."""
+def setup(level: str, fmt: str = "text", worker: str | None = None,
+          access_flush: float = 0.0) -> None:
+    """Everything to stderr, as LOG_LEVEL and LOG_FORMAT say; a worker's lines say which.
+
+    Access lines wait up to ``access_flush`` seconds (ACCESS_LOG_FLUSH) to be
+    written with the others made meanwhile: one write for many requests.
+    """
     # No format here shows a record's source file, thread or process, and
     # finding them (a stack walk per line) is most of a log call's cost:
     # the logging module's documented switches turn that off.
@@ -357,7 +372,8 @@ def setup(level: str, fmt: str = "text", worker: str | None = None) -> None:
         handler.setFormatter(TextFormatter(
             f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s", tag))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-    global _installed, _installed_formatter  # noqa: PLW0603 - see access()
+    global _installed, _installed_formatter, _flush_after  # noqa: PLW0603 - see log_access()
+    _flush_after = access_flush
     _installed = handler if logging.root.handlers == [handler] else None
     _installed_formatter = handler.formatter  # type: ignore[assignment]
     # aiohttp's own access log is replaced by gateway.access

@@ -55,7 +55,7 @@ def _child(cfg: Config, index: int, ready: Any) -> None:
     """A worker's main: the ordinary gateway, on the shared port."""
     from . import logs, shutdown
 
-    logs.setup(cfg.log_level, cfg.log_format, f"w{index}")
+    logs.setup(cfg.log_level, cfg.log_format, f"w{index}", cfg.access_log_flush)
     shutdown.enable_watchdog()
     optional.leave_out(cfg)
     from . import serving

@@ -226,8 +226,10 @@ class GatewayProcess:
     def __init__(self, *args: str, env: dict[str, str | None] | None = None,
                  port: int | None = None) -> None:
         self._port = port
+        # ACCESS_LOG_FLUSH 0: a test reads a request's access line as soon as it is
+        # answered (test_access_log checks the default's batching on its own)
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-                    "JWT_SECRET": SECRET}
+                    "JWT_SECRET": SECRET, "ACCESS_LOG_FLUSH": "0"}
         full_env.update(env or {})
         full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset
         self.proc = subprocess.Popen(

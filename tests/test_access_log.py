@@ -327,7 +327,7 @@ for e in entries:
     assert untimed(direct) == untimed(chained)
 
 
-def _in_a_process(code: str) -> str:
+def _in_a_process(code: str, flush: float = 0.0) -> str:
     """``code`` run by a Python of its own after ``logs.setup``; what it wrote to stderr."""
     import subprocess
     import sys
@@ -341,12 +341,13 @@ class Counting:
     def flush(self): self.out.flush()
 sys.stderr = Counting(sys.stderr)
 from gateway import logs
-logs.setup("info", "text")
+logs.setup("info", "text", access_flush=FLUSH)
 def entry(i):
     return logs.AccessEntry(f"id{i}", "alice", "127.0.0.1", "POST", "/a.B/C", "/a.B/C", 200,
                             "OK", 2, 30, 1.25)
 """
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+    return subprocess.run([sys.executable, "-c", f"FLUSH = {flush!r}\n" + prelude + code],
+                          capture_output=True,
                           text=True, check=True,
                           cwd=Path(__file__).resolve().parent.parent).stderr
 
@@ -382,3 +383,31 @@ loop.run_forever()
 assert logs._pending
 """)
     assert out.count("id=id7 ") == 1, out
+
+
+def test_lines_wait_up_to_the_flush_interval_then_go_in_one_write() -> None:
+    out = _in_a_process("""
+async def main():
+    before = sys.stderr.writes
+    for i in range(3):
+        logs.access(entry(i))
+        await asyncio.sleep(0)           # turns of the loop pass: still waiting
+    assert sys.stderr.writes == before, "written before the interval"
+    await asyncio.sleep(0.5)             # well past ACCESS_LOG_FLUSH (0.05 s here)
+    assert sys.stderr.writes == before + 1, sys.stderr.writes - before
+    for i in range(3, 3 + logs.MAX_PENDING):   # a burst: written when the buffer is full
+        logs.access(entry(i))
+    assert sys.stderr.writes == before + 2, sys.stderr.writes - before
+    logs.access(entry(999))
+asyncio.run(main())
+""", flush=0.05)
+    ids = [ln.split(" id=")[1].split()[0] for ln in out.splitlines()]
+    assert ids == [f"id{i}" for i in range(3 + 256)] + ["id999"], ids[-3:]
+
+
+def test_the_default_flush_interval_is_what_the_readme_says() -> None:
+    from gateway import config
+
+    assert config.Config().access_log_flush == 0.1
+    assert "| `ACCESS_LOG_FLUSH` | `--access-log-flush` | `100ms` |" in (
+        Path(__file__).resolve().parent.parent / "README.md").read_text()
