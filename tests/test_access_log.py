@@ -20,10 +20,10 @@ from aiohttp import web
 from opencue_proto import show_pb2
 
 from gateway.app import create_app
-from gateway.serving import build_state
 from gateway.config import Config, ConfigError, load
 from gateway.logs import AccessEntry, JsonFormatter
 from gateway.server import GatewayRunner
+from gateway.serving import build_state
 from scrape import scrape, value
 from support import (SECRET, GatewayProcess, RecordingCuebot, auth_headers, raw_request,
                      token)
@@ -411,3 +411,25 @@ def test_the_default_flush_interval_is_what_the_readme_says() -> None:
     assert config.Config().access_log_flush == 0.1
     assert "| `ACCESS_LOG_FLUSH` | `--access-log-flush` | `100ms` |" in (
         Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_lines_still_waiting_when_the_gateway_stops_are_written(
+        cuebot: RecordingCuebot, workers: str) -> None:
+    """SIGTERM with lines inside a long ACCESS_LOG_FLUSH: none is lost, workers' included."""
+    import aiohttp
+
+    gw = GatewayProcess(env={"CUEBOT_ENDPOINT": cuebot.endpoint, "WORKERS": workers,
+                             "ACCESS_LOG_FLUSH": "1h"})
+    try:
+        await asyncio.to_thread(gw.wait_ready)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.post(f"{gw.url}/show.ShowInterface/GetShows", data=b"{}",
+                                     headers=auth_headers()) as resp:
+                    assert resp.status == 200
+    finally:
+        code = await asyncio.to_thread(gw.stop)
+    assert code == 0, gw.output
+    lines = [ln for ln in gw.output.splitlines() if "gateway.access" in ln]
+    assert len(lines) == 3 and all(" 200 OK " in ln for ln in lines), gw.output
