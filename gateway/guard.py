@@ -12,6 +12,8 @@ new key id, the authorization policy and a Redis bucket are awaited.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from aiohttp import web
 
 from .auth import AuthError, UnknownKey, credentials
@@ -66,23 +68,25 @@ async def _remote(call: Call, state: GatewayState, client: str, cost: float) -> 
     return None if decision.allowed else decision
 
 
-def _spend(request: web.Request, call: Call, state: GatewayState, client: str) -> bool:
-    """Take this request's cost from ``client``'s bucket here, or refuse it with 429.
+def _spend(request: web.Request, call: Call, state: GatewayState,
+           subject: str | None) -> Awaitable[None] | None:
+    """Take this request's cost from its client's bucket, or refuse it with 429.
 
-    False when the bucket is Redis's: ``_spend_remote`` must be awaited. The
-    bucket's state goes into the reply's headers either way.
+    This process's bucket answers at once (None); for Redis's, the coroutine
+    to await is returned. The bucket's state goes into the reply's headers
+    either way. Only called with a limiter.
     """
     limiter = state.limiter
-    if limiter is None:
-        return True
+    assert limiter is not None
+    client = _client(request, call, state, subject)
     if limiter.redis is not None:
-        return False
+        return _spend_remote(request, call, state, client)
     refused = limiter.spend_here(client, _cost(request, state) if limiter.priced else 1.0,
                                  call.reply_headers)
     if refused is not None:
         state.metrics.rate_limit_rejection("limit")
         raise rate_limited(refused)
-    return True
+    return None
 
 
 async def _spend_remote(request: web.Request, call: Call, state: GatewayState,
@@ -107,9 +111,8 @@ async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
                 identity = await authenticator.check(header)
         except AuthError as e:
             state.metrics.auth_failure(e.reason)
-            client = _client(request, call, state, None)
-            if not _spend(request, call, state, client):
-                await _spend_remote(request, call, state, client)
+            if state.limiter is not None and (remote := _spend(request, call, state, None)):
+                await remote
             raise
         subject = identity.subject
         if subject:
@@ -117,7 +120,5 @@ async def admit(request: web.Request, call: Call, state: GatewayState) -> None:
     if state.access is not None:
         await state.access.admit(request, identity, call.request_id,
                                  address(request, call, state))
-    if state.limiter is not None:
-        client = _client(request, call, state, subject)
-        if not _spend(request, call, state, client):
-            await _spend_remote(request, call, state, client)
+    if state.limiter is not None and (remote := _spend(request, call, state, subject)):
+        await remote

@@ -521,7 +521,8 @@ def _wrap_unexpected(e: Exception, key: str) -> DecodeError:
 
 # Names the generated code may use, besides the per-pool converters.
 _BASE_NS: dict[str, Any] = {
-    "_f64": _f64, "_f32": _f32, "_F64": _f64_cache, "_F32": _f32_cache, "_b64": _b64, "_str": str, "_list": list,
+    "_f64": _f64, "_f32": _f32, "_F64": _f64_cache, "_F32": _f32_cache, "_b64": _b64,
+    "_str": str, "_list": list,
     "_map": map, "_sorted": sorted, "_dict": dict, "_kind": _kind, "_null": lambda _v: None,
     "_DecodeError": DecodeError, "_Skip": _Skip, "_wrap": _wrap_unexpected,
     "_d_int32": _d_int32, "_d_uint32": _d_uint32, "_d_int64": _d_int64,
