@@ -123,6 +123,11 @@ async def _hammer(urls: list[str], seconds: float, headers: dict[str, str],
     Redis and Cuebot): a cold start on a busy machine would otherwise stall the first
     fraction of a second, while the bucket, already full, lets its refill go to waste.
     That request reaches Cuebot too: ``len(urls)`` calls more than ``admitted``.
+
+    A refused worker waits 5 ms before it asks again: the load still saturates the limit
+    (hundreds of asks a second against tens of tokens), without starving the gateway of the
+    CPU it shares with this client on a busy machine. The callers give the bucket a burst of
+    a whole second's refill, so a scheduling stall shorter than that wastes no refill either.
     """
     counts = {200: 0, 429: 0}
     async with aiohttp.ClientSession() as warm:
@@ -139,6 +144,8 @@ async def _hammer(urls: list[str], seconds: float, headers: dict[str, str],
                 async with http.post(urls[n % len(urls)], data=b"{}") as resp:
                     await resp.read()
                     counts[resp.status] = counts.get(resp.status, 0) + 1
+                if resp.status == 429:
+                    await asyncio.sleep(0.005)
                 n += 1
 
         await asyncio.gather(*(worker(i) for i in range(workers)))
@@ -154,7 +161,7 @@ def _assert_rate(admitted: int, refused: int, elapsed: float, rps: float, burst:
 
 
 async def test_admitted_rate_single_process(make_gateway: Any, cuebot: RecordingCuebot) -> None:
-    rps, burst = 40.0, 5.0
+    rps, burst = 40.0, 40.0
     # coalescing off: concurrent identical reads would share calls, and Cuebot's count of
     # calls is what shows that every admitted request, and no refused one, reached it
     gw: TestClient = await make_gateway(rate_limit_rps=rps, rate_limit_burst=burst,
@@ -268,7 +275,7 @@ async def test_redis_keys_expire_when_idle(redis_url: str) -> None:
 
 async def test_two_gateway_processes_share_the_limit(redis_url: str,
                                                      cuebot: RecordingCuebot) -> None:
-    rps, burst = 30.0, 5.0
+    rps, burst = 30.0, 30.0
     env = {"CUEBOT_ENDPOINT": cuebot.endpoint, "RATE_LIMIT_RPS": str(rps),
            "RATE_LIMIT_BURST": str(burst), "RATE_LIMIT_REDIS_URL": redis_url,
            "COALESCE_READS": "false"}  # one call per admitted request, as counted below
@@ -331,7 +338,7 @@ async def test_redis_outage_does_not_stall_requests(make_gateway: Any,
 
 async def test_workers_share_the_limit_through_redis(redis_url: str,
                                                      cuebot: RecordingCuebot) -> None:
-    rps, burst = 30.0, 5.0
+    rps, burst = 30.0, 30.0
     gw = GatewayProcess("--workers", "2", env={
         "CUEBOT_ENDPOINT": cuebot.endpoint, "RATE_LIMIT_RPS": str(rps),
         "RATE_LIMIT_BURST": str(burst), "RATE_LIMIT_REDIS_URL": redis_url})
