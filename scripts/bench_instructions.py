@@ -5,7 +5,8 @@ Wall-clock and CPU figures on a shared machine move with whatever else
 runs; instruction counts do not (the same count twice, whatever the load).
 Each server runs under ``valgrind --tool=callgrind`` in front of the same
 canned backend as ``bench_e2e.py``; after a warm-up its counters are zeroed,
-N sequential ``GetShows`` calls are made, and the counters are dumped:
+N ``GetShows`` calls are made (one after another, or over ``--concurrency`` connections
+at once), and the counters are dumped:
 
     instructions per request = instructions counted / N
 
@@ -14,7 +15,8 @@ wake-ups), the same for both servers, is not in them, so the ratio here is
 an upper bound of the CPU ratio ``bench_e2e.py`` measures. Needs valgrind
 (Debian: ``apt-get install valgrind``).
 
-    python scripts/bench_instructions.py [--requests 300] [--compare DIR] [--env NAME=VALUE]
+    python scripts/bench_instructions.py [--requests 300] [--concurrency 1] [--compare DIR]
+                                         [--env NAME=VALUE]
 
 ``--env`` changes a setting of our gateway (e.g. ``LOG_LEVEL=warning`` to
 see what the access log costs); ``--compare`` adds another checkout's gateway.
@@ -42,15 +44,21 @@ import bench_e2e  # noqa: E402 - the canned backend and the floor live there
 PATH = bench_e2e.SMALL
 
 
-async def _drive(url: str, n: int, token: str) -> None:
+async def _drive(url: str, n: int, token: str, conns: int = 1) -> None:
+    """``n`` calls over ``conns`` connections, each making its share one after another."""
     import aiohttp
 
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
-        for _ in range(n):
-            async with s.post(url, data=b"{}") as r:
-                if r.status != 200:
-                    raise SystemExit(f"{url}: {r.status} {await r.text()}")
-                await r.read()
+    async def client(share: int) -> None:
+        async with aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {token}"},
+                connector=aiohttp.TCPConnector(limit=1)) as s:
+            for _ in range(share):
+                async with s.post(url, data=b"{}") as r:
+                    if r.status != 200:
+                        raise SystemExit(f"{url}: {r.status} {await r.text()}")
+                    await r.read()
+
+    await asyncio.gather(*(client(n // conns + (i < n % conns)) for i in range(conns)))
 
 
 def _wait_up(port: int, proc: subprocess.Popen, log: Path) -> None:
@@ -69,7 +77,7 @@ def _wait_up(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 
 def count(name: str, argv: list[str], env: dict[str, str], cwd: Path, port: int, n: int,
-          token: str, tmp: Path) -> float:
+          token: str, tmp: Path, conns: int = 1) -> float:
     out = tmp / name
     out.mkdir()
     log = out / "log"
@@ -80,10 +88,10 @@ def count(name: str, argv: list[str], env: dict[str, str], cwd: Path, port: int,
     try:
         _wait_up(port, proc, log)
         url = f"http://127.0.0.1:{port}{PATH}"
-        asyncio.run(_drive(url, 100, token))  # warm-up: connections, first-call work
+        asyncio.run(_drive(url, 100, token, conns))  # warm-up: first-call work
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], check=True,
                        capture_output=True)
-        asyncio.run(_drive(url, n, token))
+        asyncio.run(_drive(url, n, token, conns))
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], check=True,
                        capture_output=True)
         time.sleep(1)
@@ -103,6 +111,8 @@ def count(name: str, argv: list[str], env: dict[str, str], cwd: Path, port: int,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="connections making the calls at once")
     ap.add_argument("--compare", type=Path, help="another checkout's gateway, as 'before'")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting of our gateway")
@@ -131,16 +141,18 @@ def main() -> int:
                 env.update(kv.split("=", 1) for kv in args.env)
             results.append((name, count(
                 name, [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port",
-                       str(port)], env, src.resolve(), port, args.requests, token, tmp)))
+                       str(port)], env, src.resolve(), port, args.requests, token, tmp,
+                args.concurrency)))
         port = bench_e2e.free_port()
         results.append(("floor", count(
             "floor", me + ["--role", "floor", "--port", str(port), "--backend", backend],
-            dict(os.environ), ROOT, port, args.requests, token, tmp)))
+            dict(os.environ), ROOT, port, args.requests, token, tmp, args.concurrency)))
     finally:
         back.proc.terminate()
         back.proc.wait(10)
     floor = results[-1][1]
     print(f"instructions per {PATH} request (callgrind, {args.requests} requests each"
+          + (f" over {args.concurrency} connections" if args.concurrency > 1 else "")
           + (f"; ours with {' '.join(args.env)}" if args.env else "") + "):")
     for name, ir in results:
         print(f"  {name:7s} {ir:12,.0f}   {ir / floor:5.2f}x floor")
