@@ -14,6 +14,7 @@ from typing import Awaitable, Callable, Sequence
 
 import grpc
 
+from . import unary
 from .config import Config, ConfigError
 
 log = logging.getLogger("gateway.backend")
@@ -100,12 +101,20 @@ class Backend:
         else:
             self.channel = grpc.aio.secure_channel(self.target, creds, options=options)
         log.debug("channel to %s (%s)", self.target, "TLS" if creds else "plaintext")
+        try:
+            self.direct, self.calls = unary.choose(cfg.backend_calls, self.channel)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def unary(self, path: str) -> UnaryCall:
         """A callable sending request bytes to ``path`` and returning reply bytes.
 
-        Call it as ``await call(data, timeout=..., metadata=...)``.
+        Call it as ``await call(data, timeout=..., metadata=...)``; it raises
+        ``grpc.aio.AioRpcError`` for a failed call (``unary.py`` says which of
+        the two kinds it is).
         """
+        if self.direct:
+            return unary.UnaryCall(self.channel, path)
         return self.channel.unary_unary(path, request_serializer=None,
                                         response_deserializer=None)
 

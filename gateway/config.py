@@ -138,6 +138,16 @@ def _event_loop(text: str) -> str:
     return t
 
 
+BACKEND_CALLS = ("auto", "direct", "aio")
+
+
+def _backend_calls(text: str) -> str:
+    t = text.strip().lower()
+    if t not in BACKEND_CALLS:
+        raise ValueError(f"expected auto, direct or aio, got {text!r}")
+    return t
+
+
 def _source(text: str) -> str:
     t = text.strip().lower()
     if t not in ("bundled", "file", "reflection", "proto"):
@@ -495,6 +505,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("event_loop", "EVENT_LOOP", "--event-loop", _event_loop, "auto",
            "the event loop: uvloop (libuv, in C: less CPU per call), asyncio (the "
            "standard library's), or auto (uvloop when it is installed)", "LOOP"),
+    Option("backend_calls", "BACKEND_CALLS", "--backend-calls", _backend_calls, "auto",
+           "how calls to Cuebot are made: direct (on grpc's Cython channel, without "
+           "grpc.aio's call objects: less CPU per call), aio (grpc.aio's calls, keeping its "
+           "interceptors and observability plugin), or auto (direct when this grpcio "
+           "allows it)", "HOW"),
     Option("dev", "DEV", "--dev", _bool, False,
            "development mode: 127.0.0.1 only, pretty JSON, a log line per reply, CORS from "
            "http://localhost:*, --no-auth allowed", switch=True),
@@ -597,6 +612,7 @@ class Config:
     max_connections_per_client: int = 256
     workers: int = 1
     event_loop: str = "auto"
+    backend_calls: str = "auto"
     dev: bool = False
     log_level: str = "info"
     log_format: str = "text"

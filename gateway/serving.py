@@ -184,7 +184,8 @@ async def _serve(cfg: Config, stop: asyncio.Event | None, sandbox: object | None
             raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}: "
                                f"{e.strerror or e}") from None
         scheme = "https" if tls else "http"
-        log.info("event loop: %s", loops.name(loop))
+        log.info("event loop: %s; calls to Cuebot: %s", loops.name(loop),
+                 state.backend.calls)
         for addr in runner.addresses:
             host, port = addr[0], addr[1]
             log.info("listening on %s://%s:%d (Cuebot at %s%s)", scheme,
