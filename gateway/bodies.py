@@ -114,7 +114,15 @@ async def read(request: web.Request, limit: int) -> tuple[bytes, int]:
         raise errors.too_large(limit)
     coding = coding_of(request) if hdrs.CONTENT_ENCODING in request.headers else None
     try:
-        raw = await request.read()
+        content = request.content
+        if content.is_eof() and request._read_bytes is None:  # noqa: SLF001
+            # all of it is here (a small body comes with the head): taken at once,
+            # without read()'s loop of awaited chunks, and kept where read() keeps it
+            raw = request._read_bytes = content.read_nowait()  # noqa: SLF001
+            if len(raw) > limit:  # chunked, so no Content-Length said so before
+                raise errors.too_large(limit)
+        else:
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise errors.too_large(limit) from None
     except BodyTimeout as e:

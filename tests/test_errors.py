@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from gateway.errors import HTTP_STATUS
-from support import raw_request
+from support import auth_headers, raw_request
 
 GET_SHOWS = "/show.ShowInterface/GetShows"
 FIND_SHOW = "/show.ShowInterface/FindShow"
@@ -114,6 +114,34 @@ async def test_body_over_the_limit_is_413_when_chunked(make_gateway, cuebot):
     assert resp.status == 413
     assert envelope(await resp.read())["code"] == 8
     assert cuebot.calls == []
+
+
+async def _chunked_at_once(port: int, body: bytes) -> tuple[int, bytes]:
+    """A chunked request whose whole body is written with its head, in one write."""
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 100]), body[i:i + 100])
+                      for i in range(0, len(body), 100)) + b"0\r\n\r\n"
+    head = "".join(f"{k}: {v}\r\n" for k, v in auth_headers().items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"POST {FIND_SHOW} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                 f"Connection: close\r\n{head}\r\n".encode() + chunks)
+    data = await reader.read()
+    writer.close()
+    return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
+
+
+async def test_a_chunked_body_that_came_whole_is_held_to_the_limit(make_gateway, cuebot):
+    """Taken at once (it is all there), and still measured: no Content-Length said its size."""
+    gw = await make_gateway(max_request_bytes=1024)
+    status, body = await _chunked_at_once(gw.port, b'{"name":"' + b"x" * 1100 + b'"}')
+    assert status == 413 and b"MAX_REQUEST_BYTES" in body
+    assert cuebot.calls == []
+    at_limit = b'{"name":"' + b"x" * (1024 - 11) + b'"}'
+    status, _ = await _chunked_at_once(gw.port, at_limit)
+    assert status == 200
+    from opencue_proto import show_pb2
+
+    sent = show_pb2.ShowFindShowRequest(name="x" * (1024 - 11)).SerializeToString()
+    assert [c.request for c in cuebot.calls] == [sent]
 
 
 async def test_body_at_the_limit_is_accepted(make_gateway, cuebot):
