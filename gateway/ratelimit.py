@@ -83,72 +83,88 @@ def _decision(allowed: bool, rate: float, burst: float, tokens: float, cost: flo
                     0.0 if allowed else (cost - tokens) / rate)
 
 
-class _Bucket:
-    __slots__ = ("limiter", "seen")
-
-    def __init__(self, limiter: AsyncLimiter, seen: float) -> None:
-        self.limiter = limiter
-        self.seen = seen
-
-
 class LocalBuckets:
-    """This process's buckets, least recently used first."""
+    """This process's buckets, least recently used first.
+
+    Each is an aiolimiter ``AsyncLimiter`` of capacity ``burst`` draining at
+    ``rate``; its ``_last_check`` (the loop time it last drained) says how long
+    it has been idle.
+    """
 
     def __init__(self, rate: float, burst: float, max_clients: int = MAX_LOCAL_CLIENTS) -> None:
         self.rate = rate
         self.burst = burst
         self.max_clients = max_clients
         self._idle = burst / rate  # an untouched bucket is full after this long
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[str, AsyncLimiter] = OrderedDict()
         self._limit_text = _number(rate)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def take(self, client: str, cost: float) -> Decision:
-        allowed, tokens = self._spend(client, cost)
-        return _decision(allowed, self.rate, self.burst, tokens, cost, time.time())
+        limiter = self._limiter(client)
+        allowed = self._fits(limiter, cost)
+        return _decision(allowed, self.rate, self.burst, self.burst - limiter._level,  # noqa: SLF001
+                         cost, time.time())
 
     def spend(self, client: str, cost: float, headers: dict[str, str]) -> Decision | None:
         """``take``, its headers added to ``headers``: None if allowed, else the refusal.
 
-        The request path's form: no decision object for the usual outcome.
+        The request path's form, every request's: the bucket found, spent from
+        and its headers written in this one call, with no decision object for
+        the usual outcome.
         """
-        allowed, tokens = self._spend(client, cost)
-        if not allowed:
-            d = _decision(False, self.rate, self.burst, tokens, cost, time.time())
-            add_headers(d, headers)
-            return d
-        # allowed: the headers straight from the numbers, without a Decision
-        _bucket_headers(headers, self._limit_text, tokens,
-                        time.time() + (self.burst - tokens) / self.rate)
-        return None
-
-    def _spend(self, client: str, cost: float) -> tuple[bool, float]:
-        """Whether ``cost`` fits in ``client``'s bucket (then it is spent); tokens left."""
-        now = time.monotonic()
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            bucket = _Bucket(AsyncLimiter(self.burst, self._idle), now)
-            self._buckets[client] = bucket
-            self._evict(now)
-        else:
-            bucket.seen = now
-            self._buckets.move_to_end(client)
-        limiter = bucket.limiter
-        allowed = limiter.has_capacity(cost)
-        # aiolimiter keeps the level (tokens spent) to itself; has_capacity()
-        # has just brought it up to date, and when it holds, acquire() would
-        # only add the cost to it: done here without a coroutine per request.
-        if allowed:
-            limiter._level += cost  # noqa: SLF001
-        return allowed, self.burst - limiter._level  # noqa: SLF001
-
-    def _evict(self, now: float) -> None:
         buckets = self._buckets
+        limiter = buckets.get(client)
+        if limiter is None:
+            limiter = self._limiter(client)
+        else:
+            buckets.move_to_end(client)
+        # has_capacity() brings aiolimiter's level (tokens spent, kept to itself)
+        # up to date; when it holds, acquire() would only add the cost to it:
+        # done here, without a coroutine per request
+        if limiter.has_capacity(cost):
+            limiter._level = level = limiter._level + cost  # noqa: SLF001
+            headers["X-RateLimit-Limit"] = self._limit_text
+            headers["X-RateLimit-Remaining"] = str(int(self.burst - level)) \
+                if level < self.burst else "0"
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + level / self.rate))
+            return None
+        d = _decision(False, self.rate, self.burst, self.burst - limiter._level,  # noqa: SLF001
+                      cost, time.time())
+        add_headers(d, headers)
+        return d
+
+    @staticmethod
+    def _fits(limiter: AsyncLimiter, cost: float) -> bool:
+        """Whether ``cost`` fits in the bucket; if so, it is spent."""
+        if limiter.has_capacity(cost):
+            limiter._level += cost  # noqa: SLF001
+            return True
+        return False
+
+    def _limiter(self, client: str) -> AsyncLimiter:
+        """``client``'s bucket, made (full) if it has none, now the most recently used."""
+        buckets = self._buckets
+        limiter = buckets.get(client)
+        if limiter is not None:
+            buckets.move_to_end(client)
+            return limiter
+        self._evict()
+        limiter = buckets[client] = AsyncLimiter(self.burst, self._idle)
+        return limiter
+
+    def _evict(self) -> None:
+        """Drop buckets idle long enough to be full again, and the oldest past max_clients."""
+        buckets = self._buckets
+        if not buckets:
+            return
+        now = asyncio.get_running_loop().time()  # aiolimiter's clock
         while buckets:
             oldest = next(iter(buckets.values()))
-            if now - oldest.seen < self._idle and len(buckets) <= self.max_clients:
+            if now - oldest._last_check < self._idle \
+                    and len(buckets) < self.max_clients:  # noqa: SLF001
                 break
             buckets.popitem(last=False)
 
