@@ -27,9 +27,10 @@ def address(request: web.Request, call: Call, state: GatewayState) -> str:
     """The caller's address: the peer, or the forwarded client behind TRUSTED_PROXIES."""
     addr = call.address
     if addr is None:
-        addr = call.address = client_address(request.remote,
-                                             request.headers.get("X-Forwarded-For"),
-                                             state.trusted_proxies)
+        trusted = state.trusted_proxies
+        addr = call.address = (client_address(request.remote,
+                                              request.headers.get("X-Forwarded-For"), trusted)
+                               if trusted else request.remote or "unknown")
     return addr
 
 

@@ -294,6 +294,7 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt)
         self._clock = _SecondCache("%Y-%m-%d %H:%M:%S", utc=False)
         self._access = f" INFO {ACCESS_LOGGER}{tag}: "
+        self._ms, self._prefix = -1, ""  # the last access line's millisecond, and its start
 
     def format(self, record: logging.LogRecord) -> str:
         if type(record) is AccessRecord:
@@ -305,8 +306,16 @@ class TextFormatter(logging.Formatter):
         return f"{self.time_prefix(created)}{entry}"
 
     def time_prefix(self, created: float) -> str:
-        """An access line's start, up to its message, for a record made at ``created``."""
-        return f"{self._clock(created)},{int((created - int(created)) * 1000):03d}{self._access}"
+        """An access line's start, up to its message, for a record made at ``created``.
+
+        Kept for the millisecond it was made in: under load, several lines share one.
+        """
+        second = int(created)
+        ms = int((created - second) * 1000)  # as logging works out a record's msecs
+        if second * 1000 + ms != self._ms:
+            self._ms = second * 1000 + ms
+            self._prefix = f"{self._clock(created)},{ms:03d}{self._access}"
+        return self._prefix
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._clock(record.created)},{int(record.msecs):03d}"
