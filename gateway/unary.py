@@ -13,9 +13,12 @@ path up per call), and keeps grpc.aio's contract: the reply's bytes, or
 ``grpc.aio.AioRpcError`` built as grpc.aio builds it, or ``CancelledError``
 with the call cancelled in gRPC's core when the request is cancelled.
 
-What it gives up: grpc.aio's interceptors (the gateway installs none) and
-the census context of grpc's observability plugin (``BACKEND_CALLS=aio``
-keeps both). The names it uses are grpc's own internals, so ``support``
+What it gives up: grpc.aio's interceptors (the gateway installs none), the
+census context of grpc's observability plugin (``BACKEND_CALLS=aio`` keeps
+both), and the channel's list of calls in flight, which ``close()`` cancels:
+a direct call still running when its channel closes ends at its deadline.
+The gateway closes its channel only at clean-up, after aiohttp has ended
+every handler (a request cancelled so cancels its call, as above). The names it uses are grpc's own internals, so ``support``
 checks each of them before the first call and the gateway falls back to
 grpc.aio's calls, saying so at start-up, when this grpcio lacks one.
 """
