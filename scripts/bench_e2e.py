@@ -9,7 +9,8 @@ are pre-serialized bytes, so it costs next to nothing):
           access log (info level, to a file) all on;
   floor   a bare aiohttp handler making the same raw ``grpc.aio`` call (bytes,
           timeout, metadata of the same shape) and returning the reply bytes:
-          the same libraries doing nothing else;
+          the same libraries doing nothing else, as they come (asyncio's
+          loop; ``--uvloop-floor`` adds the same floor on uvloop, for context);
   before  optional (``--compare DIR``): the gateway from another checkout,
           e.g. a worktree of the previous commit, configured as ``ours``.
 
@@ -27,7 +28,7 @@ CPU is read from ``/proc/<pid>/stat`` of each server and its child processes
     the peak also split between the serving process and its children (the
     conversion processes), as the median of the rounds.
 
-    python scripts/bench_e2e.py [--rounds 3] [--seconds 4] [--compare DIR]
+    python scripts/bench_e2e.py [--rounds 3] [--seconds 4] [--compare DIR] [--uvloop-floor]
 """
 from __future__ import annotations
 
@@ -96,11 +97,12 @@ def serve_backend(port: int) -> None:
     asyncio.run(main())
 
 
-def serve_floor(port: int, backend: str) -> None:
+def serve_floor(port: int, backend: str, on_uvloop: bool = False) -> None:
     """The floor: aiohttp + grpc.aio, the same raw call, nothing else.
 
     The same call as the gateway's: raw bytes, a timeout, and metadata of the
-    same shape (a 32-hex-digit request id, a user name).
+    same shape (a 32-hex-digit request id, a user name). On asyncio's loop,
+    as the libraries come; ``on_uvloop`` (``--uvloop-floor``) for context.
     """
     import grpc
     from aiohttp import web
@@ -126,7 +128,12 @@ def serve_floor(port: int, backend: str) -> None:
         print("listening on", port, flush=True)
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    if on_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 # ---------------------------------------------------------------------------
@@ -334,15 +341,18 @@ def main() -> int:
                          "to compare settings in one run")
     ap.add_argument("--settle", type=float, default=60.0,
                     help="how long to wait for RSS to come back after large replies")
-    ap.add_argument("--role", choices=("backend", "floor"), help=argparse.SUPPRESS)
+    ap.add_argument("--uvloop-floor", action="store_true",
+                    help="also measure the floor on uvloop (ours runs on it by default; the "
+                         "floor proper keeps asyncio's loop), and print ours against it")
+    ap.add_argument("--role", choices=("backend", "floor", "floor-uv"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--backend", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.role == "backend":
         serve_backend(args.port)
         return 0
-    if args.role == "floor":
-        serve_floor(args.port, args.backend)
+    if args.role in ("floor", "floor-uv"):
+        serve_floor(args.port, args.backend, on_uvloop=args.role == "floor-uv")
         return 0
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (Debian: apt-get install wrk)")
@@ -376,8 +386,14 @@ def main() -> int:
         floor = start("floor", me + ["--role", "floor", "--port", str(fport),
                                      "--backend", backend],
                       dict(os.environ), fport, tmp / "floor.log")
-        servers += gws + [floor]
-        everyone = gws + [floor]
+        floors = [floor]
+        if args.uvloop_floor:
+            uport = free_port()
+            floors.append(start("floor-uv", me + ["--role", "floor-uv", "--port", str(uport),
+                                                  "--backend", backend],
+                                dict(os.environ), uport, tmp / "floor-uv.log"))
+        servers += gws + floors
+        everyone = gws + floors
         short = max(2.0, args.seconds / 2)
         for s in everyone:  # warm up: connections, caches, first-call imports
             drive(s, SMALL, 4, 1, script)
@@ -439,6 +455,14 @@ def main() -> int:
             if os.environ.get("BENCH_DEBUG"):  # the per-round figures behind the ratio
                 print("    us/req", [round(x * 1e6) for x in cpu[(g.name, conns)]],
                       [round(x * 1e6) for x in cpu[("floor", conns)]])
+    if args.uvloop_floor:
+        print("\nThe same, against the floor on uvloop (context: the floor above keeps "
+              "asyncio's loop):")
+        for conns in (1, 16):
+            for g in gws:
+                ratios = [a / b for a, b in zip(cpu[(g.name, conns)],
+                                                cpu[("floor-uv", conns)])]
+                print(f"  c={conns:<3} {g.name:7s} {med(ratios):5.2f}x floor on uvloop")
     print("\nSmall-call latency, alone and while 2 clients fetch 10,000 frames "
           "(median of rounds):")
     for g in gws:
