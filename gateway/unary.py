@@ -32,7 +32,8 @@ import grpc
 
 # the cancellation text grpc.aio gives a call cancelled by its caller
 _CANCELLED = "Locally cancelled by application!"
-_CALL_METHODS = ("unary_unary", "is_ok", "is_locally_cancelled", "done", "cancel")
+_CALL_NAMES = ("unary_unary", "is_ok", "is_locally_cancelled", "done", "cancel",
+               "_initial_metadata", "_status")
 
 
 def _rpc_error_factory() -> Any:
@@ -55,7 +56,7 @@ def support(channel: grpc.aio.Channel) -> str | None:
     for name in ("call", "get_registered_call_handle"):
         if not hasattr(core, name):
             return f"grpcio {grpc.__version__}: AioChannel has no {name}"
-    for name in _CALL_METHODS:
+    for name in _CALL_NAMES:
         if not hasattr(cygrpc._AioCall, name):  # noqa: SLF001
             return f"grpcio {grpc.__version__}: _AioCall has no {name}"
     return None
