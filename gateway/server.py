@@ -14,6 +14,7 @@ import logging
 from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -21,6 +22,31 @@ from . import errors
 from .connections import ConnectionGuard, GuardedHandler
 
 log = logging.getLogger("gateway.http")
+
+# The request head's limits (aiohttp's own defaults, set here so that the
+# refusal can name them): one line, one header field, and how many fields.
+MAX_LINE_BYTES = 8190
+MAX_FIELD_BYTES = 8190
+MAX_HEADERS = 128
+
+
+def _head_too_large(exc: BaseException | None) -> errors.GatewayError | None:
+    """431 for a head over its limits (as Go's net/http answers), else None.
+
+    aiohttp reports an oversized request line or header field as ``LineTooLong``
+    and too many fields as a ``BadHttpMessage``, both 400; which line was too
+    long it does not say in a form worth relying on.
+    """
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) \
+            else MAX_LINE_BYTES
+        why = f"the request line or a header field is longer than {limit} bytes"
+    elif isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower():
+        why = f"more than {MAX_HEADERS} header fields"
+    else:
+        return None
+    return errors.GatewayError(431, errors.RESOURCE_EXHAUSTED,
+                               f"request head too large: {why}")
 
 
 class _EnvelopeHandler(GuardedHandler):
@@ -39,6 +65,8 @@ class _EnvelopeHandler(GuardedHandler):
             err = errors.internal() if status == 500 else errors.GatewayError(
                 status, errors.UNAVAILABLE if status == 503 else errors.INTERNAL,
                 HTTPStatus(status).phrase)
+        elif (err := _head_too_large(exc)) is not None:
+            log.info("request head too large from %s: %s", request.remote, type(exc).__name__)
         else:
             log.info("malformed request from %s: %s", request.remote,
                      type(exc).__name__ if exc else status)
@@ -65,6 +93,9 @@ class GatewayRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, guard: ConnectionGuard | None = None,
                  **kwargs: object) -> None:
         kwargs.setdefault("handler_cancellation", True)
+        kwargs.setdefault("max_line_size", MAX_LINE_BYTES)
+        kwargs.setdefault("max_field_size", MAX_FIELD_BYTES)
+        kwargs.setdefault("max_headers", MAX_HEADERS)
         super().__init__(app, **kwargs)  # type: ignore[arg-type]
         self.guard = guard
 
