@@ -114,44 +114,33 @@ def _endpoint(text: str) -> str:
     return t
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    """A parser taking one of ``choices`` (case and surrounding blanks aside)."""
+    said = f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+    def parse(text: str) -> str:
+        t = text.strip().lower()
+        if t not in choices:
+            raise ValueError(f"expected {said}, got {text!r}")
+        return t
+
+    return parse
+
+
+_log_format = _one_of("text", "json")
+_event_loop = _one_of(*loops.KINDS)
+_backend_calls = _one_of("auto", "direct", "aio")
+_source = _one_of("bundled", "file", "reflection", "proto")
+_fail_mode = _one_of("open", "closed")
+_key_mode = _one_of("sub", "address", "sub+address")
+
+
 def _log_level(text: str) -> str:
     t = text.strip().lower()
     if t == "warn":
         t = "warning"
     if t not in ("debug", "info", "warning", "error", "critical"):
         raise ValueError(f"expected debug, info, warning or error, got {text!r}")
-    return t
-
-
-def _log_format(text: str) -> str:
-    t = text.strip().lower()
-    if t not in ("text", "json"):
-        raise ValueError(f"expected text or json, got {text!r}")
-    return t
-
-
-def _event_loop(text: str) -> str:
-    t = text.strip().lower()
-    if t not in loops.KINDS:
-        raise ValueError(f"expected {', '.join(loops.KINDS[:-1])} or {loops.KINDS[-1]}, "
-                         f"got {text!r}")
-    return t
-
-
-BACKEND_CALLS = ("auto", "direct", "aio")
-
-
-def _backend_calls(text: str) -> str:
-    t = text.strip().lower()
-    if t not in BACKEND_CALLS:
-        raise ValueError(f"expected auto, direct or aio, got {text!r}")
-    return t
-
-
-def _source(text: str) -> str:
-    t = text.strip().lower()
-    if t not in ("bundled", "file", "reflection", "proto"):
-        raise ValueError(f"expected bundled, file, reflection or proto, got {text!r}")
     return t
 
 
@@ -250,20 +239,6 @@ def _costs(text: str) -> tuple[tuple[str, float], ...]:
             raise ValueError(f"cost of {pattern.strip()!r} must be above zero, got {cost}")
         out.append((pattern.strip(), value))
     return tuple(out)
-
-
-def _fail_mode(text: str) -> str:
-    t = text.strip().lower()
-    if t not in ("open", "closed"):
-        raise ValueError(f"expected open or closed, got {text!r}")
-    return t
-
-
-def _key_mode(text: str) -> str:
-    t = text.strip().lower()
-    if t not in ("sub", "address", "sub+address"):
-        raise ValueError(f"expected sub, address or sub+address, got {text!r}")
-    return t
 
 
 def _networks(text: str) -> tuple[str, ...]:
