@@ -28,9 +28,8 @@ def address(request: web.Request, call: Call, state: GatewayState) -> str:
     addr = call.address
     if addr is None:
         trusted = state.trusted_proxies
-        addr = call.address = (client_address(request.remote,
-                                              request.headers.get("X-Forwarded-For"), trusted)
-                               if trusted else request.remote or "unknown")
+        addr = call.address = client_address(
+            request.remote, request.headers.get("X-Forwarded-For") if trusted else None, trusted)
     return addr
 
 

@@ -312,8 +312,9 @@ class TextFormatter(logging.Formatter):
         """
         second = int(created)
         ms = int((created - second) * 1000)  # as logging works out a record's msecs
-        if second * 1000 + ms != self._ms:
-            self._ms = second * 1000 + ms
+        key = second * 1000 + ms
+        if key != self._ms:
+            self._ms = key
             self._prefix = f"{self._clock(created)},{ms:03d}{self._access}"
         return self._prefix
 

@@ -104,41 +104,35 @@ class LocalBuckets:
 
     def take(self, client: str, cost: float) -> Decision:
         limiter = self._limiter(client)
-        allowed = self._fits(limiter, cost)
-        return _decision(allowed, self.rate, self.burst, self.burst - limiter._level,  # noqa: SLF001
-                         cost, time.time())
+        return self._decision(limiter, self._fits(limiter, cost), cost)
 
     def spend(self, client: str, cost: float, headers: dict[str, str]) -> Decision | None:
         """``take``, its headers added to ``headers``: None if allowed, else the refusal.
 
-        The request path's form, every request's: the bucket found, spent from
-        and its headers written in this one call, with no decision object for
-        the usual outcome.
+        The request path's form: no decision object for the usual outcome.
         """
-        buckets = self._buckets
-        limiter = buckets.get(client)
-        if limiter is None:
-            limiter = self._limiter(client)
-        else:
-            buckets.move_to_end(client)
-        # has_capacity() brings aiolimiter's level (tokens spent, kept to itself)
-        # up to date; when it holds, acquire() would only add the cost to it:
-        # done here, without a coroutine per request
-        if limiter.has_capacity(cost):
-            limiter._level = level = limiter._level + cost  # noqa: SLF001
-            headers["X-RateLimit-Limit"] = self._limit_text
-            headers["X-RateLimit-Remaining"] = str(int(self.burst - level)) \
-                if level < self.burst else "0"
-            headers["X-RateLimit-Reset"] = str(math.ceil(time.time() + level / self.rate))
+        limiter = self._limiter(client)
+        if self._fits(limiter, cost):
+            level = limiter._level  # noqa: SLF001
+            _bucket_headers(headers, self._limit_text, self.burst - level,
+                            time.time() + level / self.rate)
             return None
-        d = _decision(False, self.rate, self.burst, self.burst - limiter._level,  # noqa: SLF001
-                      cost, time.time())
+        d = self._decision(limiter, False, cost)
         add_headers(d, headers)
         return d
 
+    def _decision(self, limiter: AsyncLimiter, allowed: bool, cost: float) -> Decision:
+        return _decision(allowed, self.rate, self.burst, self.burst - limiter._level,  # noqa: SLF001
+                         cost, time.time())
+
     @staticmethod
     def _fits(limiter: AsyncLimiter, cost: float) -> bool:
-        """Whether ``cost`` fits in the bucket; if so, it is spent."""
+        """Whether ``cost`` fits in the bucket; if so, it is spent.
+
+        has_capacity() brings aiolimiter's level (tokens spent, kept to itself)
+        up to date; when it holds, acquire() would only add the cost to it:
+        done here, without a coroutine per request.
+        """
         if limiter.has_capacity(cost):
             limiter._level += cost  # noqa: SLF001
             return True

@@ -21,8 +21,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
+import aiohttp
 import grpc
 from google.protobuf.message import Message
 
@@ -291,6 +292,19 @@ class GatewayProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
+
+
+@contextlib.asynccontextmanager
+async def serving(gw: GatewayProcess) -> AsyncIterator[aiohttp.ClientSession]:
+    """``gw`` once it listens, with a client session; then stopped, which must go cleanly."""
+    try:
+        await asyncio.to_thread(gw.wait_ready, 30.0)
+        async with aiohttp.ClientSession() as http:
+            yield http
+    finally:
+        code = await asyncio.to_thread(gw.stop)
+    assert code == 0, gw.output
+    assert "Traceback" not in gw.output
 
 
 def run_gateway(*args: str, env: dict[str, str | None] | None = None,

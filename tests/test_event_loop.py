@@ -7,29 +7,21 @@ why it cannot (``uvloop``).
 """
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from support import ROOT, GatewayProcess, RecordingCuebot, auth_headers, run_gateway
+from support import ROOT, GatewayProcess, RecordingCuebot, auth_headers, run_gateway, serving
 
 
 async def _one_call(gw: GatewayProcess) -> str:
     """GetShows through a started gateway process, then stop it; its output."""
-    try:
-        await asyncio.to_thread(gw.wait_ready, 30.0)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{gw.url}/show.ShowInterface/GetShows", data=b"{}",
-                                 headers=auth_headers()) as resp:
-                assert resp.status == 200, await resp.text()
-                assert await resp.read() == b'{"shows":null}'
-    finally:
-        code = await asyncio.to_thread(gw.stop)
-    assert code == 0, gw.output
-    assert "Traceback" not in gw.output
+    async with serving(gw) as http:
+        async with http.post(f"{gw.url}/show.ShowInterface/GetShows", data=b"{}",
+                             headers=auth_headers()) as resp:
+            assert resp.status == 200, await resp.text()
+            assert await resp.read() == b'{"shows":null}'
     return gw.output
 
 
